@@ -1,0 +1,78 @@
+"""The policy protocol and the registry that lets configs and the CLI name policies.
+
+A policy learns from logs (``fit``) and scores batches of page requests (``score``). Policies see
+only observable data: :class:`simulator.schema.LogData` without ``true_*`` columns and the
+platform's feature store through :class:`simulator.schema.RankBatch`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+from simulator.schema import LogData, RankBatch
+
+
+class NotFittedError(RuntimeError):
+    """``score`` was called before ``fit``."""
+
+
+class UnknownPolicyError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Scores candidates for page requests.
+
+    Attributes:
+        name: registered name.
+        temperature: ``None`` for a deterministic top-k ranking of the scores; a float for a
+            stochastic Plackett-Luce ranking with softmax(score / temperature), whose per-position
+            propensities are logged.
+    """
+    name: str
+    temperature: float | None
+
+    def fit(self, train: LogData, *, rng: np.random.Generator) -> Self: ...
+
+    def score(self, batch: RankBatch) -> np.ndarray: ...   # (B, C) float
+
+
+_REGISTRY: dict[str, tuple[Callable[..., Any], str]] = {}
+
+
+def register_policy(name: str, description: str) -> Callable[[type], type]:
+    """Class decorator: register a policy under ``name`` with a one-line description."""
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"policy name {name!r} is already registered")
+        _REGISTRY[name] = (cls, description)
+        cls.name = name
+        return cls
+    return deco
+
+
+def available_policies() -> dict[str, str]:
+    """Registered policy names with their one-line descriptions."""
+    return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
+
+
+def make_policy(name: str, **params: Any) -> Any:
+    """Build a registered policy by name; unknown names and parameters are clear errors."""
+    try:
+        cls, _ = _REGISTRY[name]
+    except KeyError:
+        raise UnknownPolicyError(
+            f"unknown policy {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise ValueError(f"bad parameters for policy {name!r}: {err}") from None
+
+
+def check_fitted(policy: Any, attr: str = "fitted_") -> None:
+    if not getattr(policy, attr, False):
+        raise NotFittedError(f"policy {policy.name!r} must be fitted before score(); call fit() first")

@@ -1,0 +1,74 @@
+"""Baseline policies that need no training: uniform random and the stochastic production policy."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Self
+
+import numpy as np
+
+from policies.base import check_fitted, register_policy
+from simulator.schema import LogData, RankBatch
+
+
+@register_policy("random", "uniform random ranking of the recalled candidates (logs propensities)")
+@dataclass
+class RandomPolicy:
+    """Every candidate scores 0; the stochastic ranking then picks a uniformly random page."""
+    temperature: float | None = 1.0
+    fitted_: bool = field(default=False, init=False)
+
+    def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
+        self.fitted_ = True
+        return self
+
+    def score(self, batch: RankBatch) -> np.ndarray:
+        check_fitted(self)
+        return np.zeros(batch.candidates.shape)
+
+
+@register_policy("production",
+                 "stochastic production ranker: softmax over popularity + observable category interest")
+@dataclass
+class ProductionPolicy:
+    """The platform's stochastic production policy, which serves the pre-period.
+
+    score = w_pop * log1p(recent effective views of the item) / log1p(max)
+          + w_leaf * share of the user's recent clicks in the item's leaf category
+          + w_l2 * share in the item's level-2 category,
+    ranked by a Plackett-Luce draw from softmax(score / temperature), so every impression has a
+    logged propensity. It reads only the feature store's observable counters.
+    """
+    temperature: float | None = 0.5
+    w_pop: float = 1.0
+    w_leaf: float = 2.0
+    w_l2: float = 1.0
+    fitted_: bool = field(default=False, init=False)
+    _leaf_to_l2: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
+        self.fitted_ = True
+        return self
+
+    def score(self, batch: RankBatch) -> np.ndarray:
+        check_fitted(self)
+        fs = batch.features
+        cands = batch.candidates
+        pop = np.log1p(fs.item_recent_clicks[cands])
+        pop /= max(np.log1p(fs.item_recent_clicks.max()), 1e-9)
+        leaf_clicks = fs.leaf_clicks[batch.user_ids]                       # (B, n_leaves)
+        total = np.maximum(leaf_clicks.sum(axis=1, keepdims=True), 1.0)
+        leaf = fs.items.leaf[cands]
+        rows = np.arange(len(cands))[:, None]
+        leaf_share = leaf_clicks[rows, leaf] / total
+        if self._leaf_to_l2 is None or self._leaf_to_l2.shape[0] != leaf_clicks.shape[1]:
+            self._leaf_to_l2 = _leaf_to_l2(fs.items.leaf, fs.items.l2, leaf_clicks.shape[1])
+        l2_clicks = leaf_clicks @ self._leaf_to_l2                           # (B, n_l2)
+        l2_share = l2_clicks[rows, fs.items.l2[cands]] / total
+        return self.w_pop * pop + self.w_leaf * leaf_share + self.w_l2 * l2_share
+
+
+def _leaf_to_l2(leaf: np.ndarray, l2: np.ndarray, n_leaves: int) -> np.ndarray:
+    """(n_leaves, n_l2) 0/1 matrix mapping each leaf category to its level-2 parent."""
+    out = np.zeros((n_leaves, int(l2.max()) + 1), dtype=np.float32)
+    out[leaf, l2] = 1.0
+    return out

@@ -1,0 +1,367 @@
+"""Configuration of a simulated world: frozen dataclasses, validated when built, loadable from TOML.
+
+Every field carries a one-line description in its metadata (``doc``); the CLI turns those into
+``--section.field`` options and ``--help`` text, so a field documented here is documented there.
+A sweep makes variants with ``dataclasses.replace`` or :func:`with_overrides`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+ISSUE_TYPES = ("sexual", "violent", "spam")
+TARGETING_RULES = ("none", "popular_items", "fresh_items", "active_users")
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message names the field."""
+
+
+def _f(default: Any, doc: str) -> Any:
+    """A dataclass field with a default and a documentation string."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"doc": doc})
+
+
+# ----------------------------------------------------------------------------- checks
+def check_probability(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{name}={value!r} must be in [0, 1]")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}={value!r} must be > 0")
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name}={value!r} must be >= 0")
+
+
+def check_finite(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
+
+
+def check_int_at_least(name: str, value: int, low: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass(frozen=True, slots=True)
+class CatalogConfig:
+    n_items: int = _f(6000, "number of videos in the catalog")
+    n_l1: int = _f(8, "level-1 categories")
+    n_l2: int = _f(4, "level-2 categories under each level-1 category")
+    n_l3: int = _f(4, "leaf categories under each level-2 category")
+    topic_dim: int = _f(16, "dimension of the hidden topic vectors")
+    l2_spread: float = _f(0.7, "spread of level-2 centroids around their parent")
+    l3_spread: float = _f(0.5, "spread of leaf centroids around their parent")
+    item_noise: float = _f(0.35, "spread of item topics around their leaf centroid")
+    n_authors: int = _f(800, "number of authors (items per author are Zipf-distributed)")
+    duration_median_s: float = _f(25.0, "median video duration in seconds")
+    duration_sigma: float = _f(0.9, "log-normal sigma of durations (heavy tail)")
+    duration_min_s: float = _f(5.0, "shortest duration in seconds")
+    duration_max_s: float = _f(600.0, "longest duration in seconds")
+    clickbait_corr: float = _f(0.3, "correlation of attractiveness with quality (low = much clickbait)")
+    issue_item_share: float = _f(0.02, "share of items with an elevated propensity, per issue type")
+
+    def __post_init__(self) -> None:
+        for name in ("n_items", "n_l1", "n_l2", "n_l3", "topic_dim", "n_authors"):
+            check_int_at_least(name, getattr(self, name), 1)
+        for name in ("l2_spread", "l3_spread", "item_noise", "duration_sigma"):
+            check_nonnegative(name, getattr(self, name))
+        for name in ("duration_median_s", "duration_min_s", "duration_max_s"):
+            check_positive(name, getattr(self, name))
+        if not self.duration_min_s <= self.duration_median_s <= self.duration_max_s:
+            raise ConfigError(
+                f"durations must satisfy duration_min_s <= duration_median_s <= duration_max_s, got "
+                f"{self.duration_min_s}, {self.duration_median_s}, {self.duration_max_s}")
+        if not -1.0 <= self.clickbait_corr <= 1.0:
+            raise ConfigError(f"clickbait_corr={self.clickbait_corr!r} must be in [-1, 1]")
+        check_probability("issue_item_share", self.issue_item_share)
+
+    @property
+    def n_leaves(self) -> int:
+        return self.n_l1 * self.n_l2 * self.n_l3
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    n_users: int = _f(5000, "number of users")
+    n_interests: int = _f(3, "sub-interests per user (K)")
+    interest_concentration: float = _f(1.0, "Dirichlet concentration of sub-interest weights")
+    interest_noise: float = _f(0.3, "spread of sub-interest vectors around a leaf centroid")
+    active_boost: float = _f(0.6, "extra weight of the active sub-interest in the interest match")
+    interest_switch_prob: float = _f(0.3, "probability that the active sub-interest changes at a session start")
+    willingness_mean: float = _f(0.22, "mean survey willingness (Beta-distributed across users)")
+    willingness_concentration: float = _f(2.0, "Beta concentration of willingness (low = heterogeneous)")
+    random_responder_share: float = _f(0.05, "share of users who answer questionnaires at random")
+    issue_sensitivity_mean: float = _f(1.0, "mean sensitivity to inappropriate content (Gamma)")
+    activity_mean: float = _f(1.6, "mean sessions per active day")
+    patience_median_s: float = _f(1200.0, "median session time budget in seconds")
+    patience_sigma: float = _f(0.6, "log-normal sigma of the per-session time budget")
+    fatigue_rate: float = _f(0.25, "satisfaction penalty per recent item of the same level-1 category")
+
+    def __post_init__(self) -> None:
+        check_int_at_least("n_users", self.n_users, 1)
+        check_int_at_least("n_interests", self.n_interests, 1)
+        for name in ("interest_concentration", "willingness_concentration", "activity_mean",
+                     "patience_median_s", "issue_sensitivity_mean"):
+            check_positive(name, getattr(self, name))
+        for name in ("interest_noise", "active_boost", "patience_sigma", "fatigue_rate"):
+            check_nonnegative(name, getattr(self, name))
+        check_probability("active_boost", self.active_boost)
+        check_probability("interest_switch_prob", self.interest_switch_prob)
+        check_probability("random_responder_share", self.random_responder_share)
+        if not 0.0 < self.willingness_mean < 1.0:
+            raise ConfigError(f"willingness_mean={self.willingness_mean!r} must be in (0, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourConfig:
+    skip_threshold_s: float = _f(3.0, "a view shorter than this many seconds is a skip (passive negative)")
+    effective_view_fraction: float = _f(0.5, "watch fraction at which a view is effective (the click y)")
+    sat_bias: float = _f(0.0, "intercept of the satisfaction logit")
+    sat_interest: float = _f(3.0, "weight of interest match in the satisfaction logit")
+    sat_quality: float = _f(1.0, "weight of hidden quality in the satisfaction logit")
+    engage_bias: float = _f(0.3, "intercept of the engagement logit (drives skip and watch fraction)")
+    engage_interest: float = _f(2.5, "weight of interest match in the engagement logit")
+    engage_attractiveness: float = _f(1.0, "weight of attractiveness in the engagement logit")
+    engage_quality: float = _f(0.2, "weight of quality in the engagement logit")
+    skip_bias: float = _f(-1.2, "intercept of the skip logit")
+    skip_engage: float = _f(1.0, "how much engagement lowers the skip logit")
+    watch_scale: float = _f(0.8, "logistic scale of the watch fraction (higher = more spread)")
+    like_bias: float = _f(-4.5, "intercept of the like logit")
+    positive_satisfied: float = _f(2.0, "like/share/comment/follow logit increase when satisfied")
+    share_bias: float = _f(-6.0, "intercept of the share logit")
+    comment_bias: float = _f(-5.5, "intercept of the comment logit")
+    follow_bias: float = _f(-6.5, "intercept of the follow logit")
+    dislike_bias: float = _f(-7.5, "intercept of the dislike logit")
+    dislike_dissatisfied: float = _f(2.0, "dislike logit increase when dissatisfied")
+    report_bias: float = _f(-9.0, "intercept of the report logit")
+    issue_feedback: float = _f(3.5, "dislike and report logit increase when an issue is perceived")
+    issue_scale: float = _f(1.0, "how strongly issue propensity times sensitivity becomes a perceived issue")
+    quit_bias: float = _f(-4.5, "intercept of the per-item session-quit logit")
+    quit_dissatisfied: float = _f(1.0, "quit logit increase after a dissatisfying item")
+    quit_fatigue: float = _f(0.3, "quit logit increase per unit of category fatigue")
+    return_bias: float = _f(1.2, "intercept of the daily return logit")
+    return_satisfaction: float = _f(4.0, "return logit increase per unit of recent satisfaction above 0.5")
+
+    def __post_init__(self) -> None:
+        check_positive("skip_threshold_s", self.skip_threshold_s)
+        if not 0.0 < self.effective_view_fraction <= 1.0:
+            raise ConfigError(
+                f"effective_view_fraction={self.effective_view_fraction!r} must be in (0, 1]")
+        check_positive("watch_scale", self.watch_scale)
+        check_nonnegative("issue_scale", self.issue_scale)
+        for f in dataclasses.fields(self):
+            check_finite(f.name, getattr(self, f.name))
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionnaireConfig:
+    base_rate: float = _f(0.05, "P(show) for an eligible impression before targeting")
+    after_effective_view_only: bool = _f(True, "show questionnaires only after an effective view")
+    targeting: str = _f("none", "targeting rule: none, popular_items, fresh_items or active_users")
+    target_boost: float = _f(3.0, "multiplier of base_rate for targeted items or users")
+    per_user_daily_cap: int = _f(3, "questionnaires shown per user per day at most")
+    inappropriate_share: float = _f(0.3, "share of shown questionnaires that are inappropriate-content surveys")
+    response_bias: float = _f(1.0, "submit logit increase when satisfied (or an issue is perceived): MNAR")
+    extremity_bias: float = _f(0.5, "submit logit increase per unit of satisfaction extremity |2p-1|")
+    neutral_share: float = _f(0.35, "share of dissatisfied respondents who answer 'neutral', not 'dislike'")
+    adults_only_share: float = _f(0.4, "share of sexual/violent-only issues answered 'adults only'")
+
+    def __post_init__(self) -> None:
+        check_probability("base_rate", self.base_rate)
+        check_choice("targeting", self.targeting, TARGETING_RULES)
+        check_nonnegative("target_boost", self.target_boost)
+        check_int_at_least("per_user_daily_cap", self.per_user_daily_cap, 0)
+        check_probability("inappropriate_share", self.inappropriate_share)
+        check_finite("response_bias", self.response_bias)
+        check_finite("extremity_bias", self.extremity_bias)
+        check_probability("neutral_share", self.neutral_share)
+        check_probability("adults_only_share", self.adults_only_share)
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformConfig:
+    days: int = _f(7, "simulated days")
+    page_size: int = _f(10, "items per page request (k)")
+    n_candidates: int = _f(200, "candidates per request from recall (C)")
+    recall_popular: float = _f(0.3, "share of candidates from the popular pool")
+    recall_interest: float = _f(0.5, "share of candidates from the categories of the user's recent clicks")
+    popular_pool: int = _f(500, "size of the popular pool recall draws from")
+    tick_s: float = _f(60.0, "simulated seconds between advances of due users (the serving window)")
+    max_batch: int = _f(128, "requests per policy call at most")
+    page_gap_s: float = _f(2.0, "seconds between the end of a page and the next request")
+    policy: str = _f("production", "serving policy of `satbed simulate` (a registered policy name)")
+    temperature: float = _f(0.5, "softmax temperature of the production policy's stochastic ranking")
+
+    def __post_init__(self) -> None:
+        check_int_at_least("days", self.days, 1)
+        check_int_at_least("page_size", self.page_size, 1)
+        check_int_at_least("n_candidates", self.n_candidates, 1)
+        check_int_at_least("popular_pool", self.popular_pool, 1)
+        check_int_at_least("max_batch", self.max_batch, 1)
+        if self.n_candidates < self.page_size:
+            raise ConfigError(f"n_candidates={self.n_candidates} must be >= page_size={self.page_size}")
+        check_probability("recall_popular", self.recall_popular)
+        check_probability("recall_interest", self.recall_interest)
+        if self.recall_popular + self.recall_interest > 1.0:
+            raise ConfigError(
+                f"recall_popular + recall_interest = {self.recall_popular + self.recall_interest} "
+                "must be <= 1 (the rest is random)")
+        check_positive("tick_s", self.tick_s)
+        check_nonnegative("page_gap_s", self.page_gap_s)
+        check_positive("temperature", self.temperature)
+        if not self.policy:
+            raise ConfigError("policy='' must name a registered policy")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """The whole world and platform; the seed is part of the config so a run is reproducible."""
+    seed: int = _f(0, "run seed; every random stream derives from it")
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    users: UserConfig = field(default_factory=UserConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
+    questionnaire: QuestionnaireConfig = field(default_factory=QuestionnaireConfig)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
+
+    def __post_init__(self) -> None:
+        check_int_at_least("seed", self.seed, 0)
+        if self.catalog.duration_min_s <= self.behaviour.skip_threshold_s:
+            raise ConfigError(
+                f"catalog.duration_min_s={self.catalog.duration_min_s} must be > "
+                f"behaviour.skip_threshold_s={self.behaviour.skip_threshold_s} (a shorter video "
+                "could only ever be a skip)")
+
+
+# ----------------------------------------------------------------------------- (de)serialisation
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(path: str, value: Any, tp: Any) -> Any:
+    """Check a TOML value against a field's annotation, converting lists to tuples and int to float."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a table, got {type(value).__name__}")
+        return from_dict(tp, value, prefix=path + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(path, value, args[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {type(value).__name__}")
+        (inner, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}={value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}={value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}={value!r} must be a string")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], *, prefix: str = "") -> Any:
+    """Build a config dataclass from nested dicts; an unknown key is an error, not ignored."""
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys in {prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}{err}" if prefix else str(err)) from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain dict of a config dataclass (tuples become lists), ready for TOML."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif isinstance(value, tuple):
+            out[f.name] = [to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
+        elif value is not None:
+            out[f.name] = value
+    return out
+
+
+def load_toml(cls: type, path: str | Path) -> Any:
+    """Load a config dataclass from a TOML file, naming the file in any error."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def dump_toml(config: Any, path: str | Path) -> None:
+    """Write the resolved config as TOML (atomically)."""
+    from simulator.atomic import atomic_write_bytes
+    atomic_write_bytes(Path(path), tomli_w.dumps(to_dict(config)).encode())
+
+
+def iter_fields(cls: type, prefix: str = ""):
+    """Yield (dotted name, field, annotation) for every scalar field in a config tree."""
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f, tp
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of ``config`` with dotted-name overrides applied and validated."""
+    data = to_dict(config)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return from_dict(type(config), data)

@@ -1,0 +1,167 @@
+"""The feature store: what the platform can observe about users and items, updated as events happen.
+
+Policies read it at serving time through :class:`simulator.schema.RankBatch`. It holds no oracle
+value: histories of observable events, counters, and the observable item attributes.
+Per-user histories are ring buffers in arrays (users x length), so a batch of events for many
+users is recorded with a few numpy calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PAD = -1  # item id of an empty history slot
+
+HISTORIES = ("clicks", "skips", "satisfied", "dissatisfied", "mixed")
+"""clicks: effective views; skips: passive negatives (< skip threshold);
+satisfied / dissatisfied: items whose questionnaire was answered like / dislike (or unsuitable);
+mixed: effective views and skips interleaved in time, with a label (1 positive, 0 skip)."""
+
+
+@dataclass(frozen=True)
+class ItemAttributes:
+    """Observable item attributes (no hidden trait)."""
+    l1: np.ndarray
+    l2: np.ndarray
+    leaf: np.ndarray
+    author: np.ndarray
+    duration: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return len(self.l1)
+
+
+class RingHistory:
+    """Last ``length`` events per user, oldest first when read, with an optional int8 label."""
+
+    def __init__(self, n_users: int, length: int):
+        self.length = length
+        self.items = np.full((n_users, length), PAD, dtype=np.int32)
+        self.labels = np.zeros((n_users, length), dtype=np.int8)
+        self.count = np.zeros(n_users, dtype=np.int64)   # events ever recorded
+
+    def record(self, users: np.ndarray, items: np.ndarray, labels: np.ndarray | None = None, *,
+               grouped: bool = False) -> None:
+        """Append events; ``users`` may repeat, events of one user are taken in the given order.
+
+        ``grouped=True`` promises that each user's events are contiguous (as in a page batch),
+        which saves a sort.
+        """
+        if len(users) == 0:
+            return
+        order = slice(None) if grouped else np.argsort(users, kind="stable")
+        u, it = users[order], items[order]
+        starts = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+        group_start = np.repeat(starts, np.diff(np.r_[starts, len(u)]))
+        rank = np.arange(len(u)) - group_start
+        slot = (self.count[u] + rank) % self.length
+        self.items[u, slot] = it
+        if labels is not None:
+            self.labels[u, slot] = labels[order]
+        self.count[u[starts]] += np.diff(np.r_[starts, len(u)])
+
+    def read(self, users: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``length`` events of each user, right-aligned, oldest first, padded with PAD.
+
+        Returns:
+            (items, labels): (B, length) int32 and int8.
+        """
+        length = self.length if length is None else length
+        if not 1 <= length <= self.length:
+            raise ValueError(f"length={length} must be in [1, {self.length}]")
+        pos = self.count[users, None] - length + np.arange(length)[None, :]   # (B, L)
+        valid = pos >= 0
+        slot = pos % self.length
+        rows = users[:, None]
+        items = np.where(valid, self.items[rows, slot], PAD)
+        labels = np.where(valid, self.labels[rows, slot], 0).astype(np.int8)
+        return items, labels
+
+
+class FeatureStore:
+    """Observable histories and counters of every user and item."""
+
+    def __init__(self, n_users: int, items: ItemAttributes, *, history_length: int = 50,
+                 n_leaves: int | None = None, popularity_decay: float = 0.5):
+        if history_length < 1:
+            raise ValueError(f"history_length={history_length} must be >= 1")
+        self.n_users = n_users
+        self.items = items
+        self.history_length = history_length
+        self.histories = {name: RingHistory(n_users, history_length) for name in HISTORIES}
+        n_leaves = int(items.leaf.max()) + 1 if n_leaves is None else n_leaves
+        self.user_impressions = np.zeros(n_users, dtype=np.int64)
+        self.user_clicks = np.zeros(n_users, dtype=np.int64)
+        self.user_skips = np.zeros(n_users, dtype=np.int64)
+        self.user_likes = np.zeros(n_users, dtype=np.int64)
+        self.user_surveys_answered = np.zeros(n_users, dtype=np.int64)
+        self.user_active_days = np.zeros(n_users, dtype=np.int64)
+        self.leaf_clicks = np.zeros((n_users, n_leaves), dtype=np.float32)  # decayed daily
+        n = items.n_items
+        self.item_impressions = np.zeros(n, dtype=np.int64)
+        self.item_clicks = np.zeros(n, dtype=np.int64)
+        self.item_skips = np.zeros(n, dtype=np.int64)
+        self.item_likes = np.zeros(n, dtype=np.int64)
+        self.item_recent_clicks = np.zeros(n, dtype=np.float64)  # decayed daily
+        self.popularity_decay = popularity_decay
+        self._popular_cache: tuple[int, np.ndarray] | None = None
+        self.version = 0   # bumps on every record, for caches
+
+    def history(self, name: str, users: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read a history (one of :data:`HISTORIES`) for users; see :meth:`RingHistory.read`."""
+        try:
+            ring = self.histories[name]
+        except KeyError:
+            raise KeyError(f"unknown history {name!r}; known: {', '.join(HISTORIES)}") from None
+        return ring.read(np.asarray(users), length)
+
+    def popular(self, k: int) -> np.ndarray:
+        """The ``k`` items with the most recent (decayed) effective views, most popular first."""
+        if self._popular_cache is not None and self._popular_cache[0] == self.version \
+                and len(self._popular_cache[1]) == k:
+            return self._popular_cache[1]
+        k = min(k, len(self.item_recent_clicks))
+        # ties broken by item id, so the pool is deterministic
+        key = self.item_recent_clicks - np.arange(len(self.item_recent_clicks)) * 1e-9
+        top = np.argpartition(-key, k - 1)[:k]
+        top = top[np.argsort(-key[top], kind="stable")]
+        self._popular_cache = (self.version, top)
+        return top
+
+    def record(self, users: np.ndarray, items: np.ndarray, *, effective_view: np.ndarray,
+               skip: np.ndarray, like: np.ndarray, survey_satisfied: np.ndarray,
+               survey_dissatisfied: np.ndarray, survey_submitted: np.ndarray,
+               grouped: bool = False) -> None:
+        """Record impressions (arrays over impressions, in time order within each user).
+
+        ``grouped=True`` promises that each user's impressions are contiguous.
+        """
+        self.version += 1
+        np.add.at(self.user_impressions, users, 1)
+        np.add.at(self.item_impressions, items, 1)
+        for mask, user_counter, item_counter in (
+                (effective_view, self.user_clicks, self.item_clicks),
+                (skip, self.user_skips, self.item_skips),
+                (like, self.user_likes, self.item_likes)):
+            np.add.at(user_counter, users[mask], 1)
+            np.add.at(item_counter, items[mask], 1)
+        np.add.at(self.user_surveys_answered, users[survey_submitted], 1)
+        np.add.at(self.item_recent_clicks, items[effective_view], 1.0)
+        np.add.at(self.leaf_clicks, (users[effective_view], self.items.leaf[items[effective_view]]), 1.0)
+        h = self.histories
+        g = {"grouped": grouped}
+        h["clicks"].record(users[effective_view], items[effective_view], **g)
+        h["skips"].record(users[skip], items[skip], **g)
+        either = effective_view | skip
+        h["mixed"].record(users[either], items[either], effective_view[either].astype(np.int8), **g)
+        h["satisfied"].record(users[survey_satisfied], items[survey_satisfied], **g)
+        h["dissatisfied"].record(users[survey_dissatisfied], items[survey_dissatisfied], **g)
+
+    def end_day(self, active_users: np.ndarray) -> None:
+        """Decay the recency-weighted counters at the end of a simulated day."""
+        self.version += 1
+        self.item_recent_clicks *= self.popularity_decay
+        self.leaf_clicks *= 0.9
+        self.user_active_days[active_users] += 1

@@ -1,0 +1,163 @@
+"""Impression logs: columnar buffers, Parquet partitions by day and bucket, validated reads.
+
+Layout of a log directory::
+
+    logs/day=0003/bucket=control/part-0000.parquet
+
+Each file holds every column of :data:`simulator.schema.IMPRESSION_SCHEMA` (``day`` and
+``bucket`` included, so a file read on its own is complete). Files are written atomically;
+reading validates every file against the schema and names any missing or mistyped column.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simulator.atomic import atomic_path
+from simulator.schema import (CATEGORIES, IMPRESSION_COLUMNS, IMPRESSION_SCHEMA, ITEM_COLUMNS, USER_COLUMNS,
+                              Column, LogData, SchemaError, validate_schema)
+
+COMPRESSION = "zstd"
+_KEEP = "__keep__"
+
+
+def _partition_dir(root: Path, day: int, bucket: str) -> Path:
+    return root / f"day={day:04d}" / f"bucket={bucket}"
+
+
+def columns_to_table(columns: dict[str, np.ndarray], *, bucket: str, policy: str) -> pa.Table:
+    """Build an Arrow table of the impression schema from plain arrays.
+
+    Categorical columns come as int codes (-1 = null) into :data:`CATEGORIES`; ``propensity`` NaN
+    becomes null; ``bucket`` and ``policy`` are constants of the chunk.
+    """
+    n = len(columns["day"])
+    arrays = []
+    for field in IMPRESSION_SCHEMA:
+        name, tp = field.name, field.type
+        if name in ("bucket", "policy"):
+            value = bucket if name == "bucket" else policy
+            arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int16)), pa.array([value])))
+        elif name in CATEGORIES:
+            codes = np.asarray(columns[name])
+            arrays.append(pa.DictionaryArray.from_arrays(
+                pa.array(codes.astype(np.int8), mask=codes < 0), pa.array(list(CATEGORIES[name]))))
+        else:
+            values = np.asarray(columns[name]).astype(tp.to_pandas_dtype())
+            mask = np.isnan(values) if field.nullable and values.dtype.kind == "f" else None
+            arrays.append(pa.array(values, type=tp, mask=mask))
+    return pa.Table.from_arrays(arrays, schema=IMPRESSION_SCHEMA)
+
+
+class LogWriter:
+    """Buffers impression columns per bucket and writes one Parquet file per (day, bucket)."""
+
+    def __init__(self, root: str | Path, bucket_names: Sequence[str]):
+        self.root = Path(root)
+        self.bucket_names = list(bucket_names)
+        self._chunks: dict[tuple[int, str], list[dict[str, np.ndarray]]] = defaultdict(list)
+        self.rows_written = 0
+        self.files: list[Path] = []
+
+    def append(self, bucket: int, policy: str, keep: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Buffer a chunk of rows; only rows where ``keep`` is true are written (masked in bulk later)."""
+        if keep.any():
+            self._chunks[(bucket, policy)].append({**columns, _KEEP: keep})
+
+    def flush_day(self, day: int) -> None:
+        """Write everything buffered (all rows of ``day``) and clear the buffers."""
+        chunks, self._chunks = self._chunks, defaultdict(list)
+        by_bucket: dict[int, list[pa.Table]] = defaultdict(list)
+        for (bucket, policy), parts in sorted(chunks.items()):
+            keep = np.concatenate([p[_KEEP] for p in parts])
+            merged = {k: np.concatenate([p[k] for p in parts])[keep] for k in parts[0] if k != _KEEP}
+            by_bucket[bucket].append(columns_to_table(merged, bucket=self.bucket_names[bucket], policy=policy))
+        for bucket, tables in sorted(by_bucket.items()):
+            table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+            table = table.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("position", "ascending")])
+            path = _partition_dir(self.root, day, self.bucket_names[bucket]) / "part-0000.parquet"
+            write_parquet(table, path)
+            self.rows_written += table.num_rows
+            self.files.append(path)
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    """Write a table atomically: a failed write leaves no partial file at ``path``."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=COMPRESSION)
+
+
+def log_files(root: str | Path, *, days: Sequence[int] | None = None,
+              buckets: Sequence[str] | None = None) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"log directory {root} does not exist")
+    files = sorted(root.glob("day=*/bucket=*/*.parquet"))
+    if days is not None:
+        wanted = {f"day={d:04d}" for d in days}
+        files = [f for f in files if f.parent.parent.name in wanted]
+    if buckets is not None:
+        wanted = {f"bucket={b}" for b in buckets}
+        files = [f for f in files if f.parent.name in wanted]
+    return files
+
+
+def read_impressions(root: str | Path, *, days: Sequence[int] | None = None,
+                     buckets: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                     require_oracle: bool = True) -> pd.DataFrame:
+    """Read impression logs (all or some days / buckets), validating every file against the schema.
+
+    Args:
+        root: the ``logs`` directory of a run.
+        columns: subset of columns to return (all by default).
+        require_oracle: if False, files without the ``true_*`` columns are accepted.
+    Raises:
+        SchemaError: a file lacks a column or has one of the wrong type (the message names both).
+    """
+    files = log_files(root, days=days, buckets=buckets)
+    if not files:
+        raise FileNotFoundError(f"no log files under {root}" + (f" for days {list(days)}" if days else "")
+                                + (f" and buckets {list(buckets)}" if buckets else ""))
+    tables = []
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise SchemaError(f"log file {f} is not a readable Parquet file: {err}") from None
+        validate_schema(schema, IMPRESSION_COLUMNS, where=f"log file {f}", require_oracle=require_oracle)
+        tables.append(pq.read_table(f, columns=list(columns) if columns else None))
+    table = pa.concat_tables(tables, promote_options="permissive")
+    frame = table.to_pandas()
+    for name in ("bucket", "policy", *CATEGORIES):
+        if name in frame and not isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].astype("category")
+    return frame
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path, columns: tuple[Column, ...]) -> None:
+    """Write an item or user table with its schema, atomically."""
+    schema = pa.schema([pa.field(c.name, c.type) for c in columns])
+    write_parquet(pa.Table.from_pandas(frame[[c.name for c in columns]], schema=schema,
+                                       preserve_index=False), path)
+
+
+def read_frame(path: str | Path, columns: tuple[Column, ...], *, require_oracle: bool = True) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"table {path} does not exist")
+    validate_schema(pq.read_schema(path), columns, where=f"table {path}", require_oracle=require_oracle)
+    return pq.read_table(path).to_pandas()
+
+
+def read_run(run_dir: str | Path, **kwargs) -> LogData:
+    """Read a run directory's logs and its item and user tables (with oracle columns)."""
+    run_dir = Path(run_dir)
+    return LogData(read_impressions(run_dir / "logs", **kwargs),
+                   read_frame(run_dir / "items.parquet", ITEM_COLUMNS),
+                   read_frame(run_dir / "users.parquet", USER_COLUMNS))

@@ -1,0 +1,332 @@
+"""The SimPy platform: sessions, batched serving, watching, questionnaires and logging.
+
+Per-user state lives in arrays (structure of arrays), not objects. SimPy drives time:
+
+* ``day_process`` at each midnight flushes the finished day's logs and draws who comes back
+  today (retention from recent satisfaction) and when their sessions start (diurnal);
+* ``clock`` advances every user whose next page is due, in one batch per tick, and hands the
+  requests to each bucket's ranking service;
+* ``ranking_service`` (one process per bucket) takes the requests of a window, asks recall for
+  candidates, scores them in batches of at most ``max_batch`` with one call of the bucket's
+  policy, ranks, and lets the users consume their pages in one vectorised step.
+
+Shared state (popularity counters, the feature store) can be up to one tick stale, as on a real
+platform. Each bucket has its own random streams, so one arm's draws never shift another's.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+from scipy.special import expit
+
+from simulator.config import SimConfig
+from simulator.features import FeatureStore, ItemAttributes
+from simulator.logs import LogWriter
+from simulator.questionnaire import DISLIKE, LIKE, UNSUITABLE, ADULTS_ONLY, draw_exposure, \
+    exposure_probability, respond
+from simulator.recall import Recall
+from simulator.schema import RankBatch
+from simulator.world import World
+
+DAY_S = 86400.0
+# relative session-start intensity per hour of the day (evening peak, night trough)
+DIURNAL = np.array([3, 2, 1, 1, 1, 1, 2, 4, 6, 6, 6, 7, 9, 8, 6, 6, 6, 7, 9, 11, 12, 12, 9, 5], float)
+SESSION_FATIGUE_CARRY = 0.3   # share of category fatigue carried into a new session
+FATIGUE_DECAY = 0.8           # category fatigue decay per item watched
+SATISFACTION_EMA = 0.1        # weight of a page's mean satisfaction in the user's recent satisfaction
+
+
+@dataclass
+class Bucket:
+    """One arm: a name, its serving policy and its own random streams."""
+    name: str
+    policy: object
+    index: int
+    rank_rng: np.random.Generator
+    behaviour_rng: np.random.Generator
+    survey_rng: np.random.Generator
+    recall_rng: np.random.Generator
+
+    @classmethod
+    def from_seed(cls, name: str, policy: object, index: int, seed: np.random.SeedSequence) -> Bucket:
+        rank, behaviour, survey, recall = (np.random.default_rng(s) for s in seed.spawn(4))
+        return cls(name, policy, index, rank, behaviour, survey, recall)
+
+
+def rank_page(scores: np.ndarray, k: int, temperature: float | None,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pick k of C candidates per row: top-k, or a Plackett-Luce draw from softmax(score / T).
+
+    Returns:
+        (positions, propensity): (B, k) column indices into the candidates, and
+        P(candidate at position j | those above it) under the ranking (NaN if deterministic).
+    """
+    b, c = scores.shape
+    if temperature is None:
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1), np.full((b, k), np.nan)
+    logits = scores / temperature
+    logits = logits - logits.max(axis=1, keepdims=True)
+    keys = logits + rng.gumbel(size=logits.shape)       # Gumbel top-k = Plackett-Luce sample
+    top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
+    weights = np.exp(logits)
+    chosen = np.take_along_axis(weights, top, axis=1)
+    remaining = weights.sum(axis=1, keepdims=True) - np.cumsum(chosen, axis=1) + chosen
+    return top, chosen / np.maximum(remaining, np.finfo(float).tiny)
+
+
+class Platform:
+    """The simulated platform serving one or more buckets of users."""
+
+    def __init__(self, world: World, buckets: Sequence[Bucket], assignment: np.ndarray,
+                 log_writer: LogWriter, seed: np.random.SeedSequence, *,
+                 on_day_end: Callable[[int], None] | None = None,
+                 features: FeatureStore | None = None, start_day: int = 0):
+        cfg = world.config
+        self.world, self.config = world, cfg
+        self.buckets = list(buckets)
+        n_users = world.users.n_users
+        assignment = np.asarray(assignment)
+        if assignment.shape != (n_users,) or assignment.min() < 0 or assignment.max() >= len(self.buckets):
+            raise ValueError(f"assignment must be an array of {n_users} bucket indices in "
+                             f"[0, {len(self.buckets)}), got shape {assignment.shape}")
+        self.assignment = assignment
+        self.log = log_writer
+        self.on_day_end = on_day_end
+        cat = world.catalog
+        self.features = features or FeatureStore(
+            n_users, ItemAttributes(cat.l1, cat.l2, cat.leaf, cat.author, cat.duration),
+            n_leaves=cfg.catalog.n_leaves)
+        self.recall = Recall(cfg.platform, self.features)
+        self.arrival_rng = np.random.default_rng(seed)
+        self.first_day = start_day
+        # per-user state, structure of arrays
+        self.in_session = np.zeros(n_users, dtype=bool)
+        self.next_due = np.full(n_users, np.inf)
+        self.session_id = np.full(n_users, -1, dtype=np.int64)
+        self.session_budget = np.zeros(n_users)
+        self.session_elapsed = np.zeros(n_users)
+        self.active = self.arrival_rng.integers(0, cfg.users.n_interests, n_users)
+        self.fatigue = np.zeros((n_users, cfg.catalog.n_l1))
+        self.recent_satisfaction = np.full(n_users, 0.5)
+        self.shown_today = np.zeros(n_users, dtype=np.int64)
+        self.active_today = np.zeros(n_users, dtype=bool)
+        self.day = start_day
+        self._pending_t = np.empty(0)
+        self._pending_u = np.empty(0, dtype=np.int64)
+        self._pending_i = 0
+        self._next_session = 0
+        self._next_request = 0
+        self.env = simpy.Environment(initial_time=start_day * DAY_S)
+        self._stores = [simpy.Store(self.env) for _ in self.buckets]
+
+    # ------------------------------------------------------------------ processes
+    def run(self, days: int, progress: Callable[[int], None] | None = None) -> None:
+        """Simulate ``days`` days from the start day; logs of each day are flushed at its end."""
+        if days < 1:
+            raise ValueError(f"days={days} must be >= 1")
+        end = (self.first_day + days) * DAY_S
+        self.env.process(self.day_process(self.env, progress))
+        self.env.process(self.clock(self.env))
+        for bucket, store in zip(self.buckets, self._stores):
+            self.env.process(self.ranking_service(self.env, bucket, store))
+        self.env.run(until=end)
+        self.finish_day(self.day)
+        if progress:
+            progress(self.day)
+
+    def day_process(self, env: simpy.Environment, progress: Callable[[int], None] | None):
+        self.start_day(self.first_day)
+        while True:
+            yield env.timeout(DAY_S)
+            self.finish_day(self.day)
+            if progress:
+                progress(self.day)
+            self.start_day(self.day + 1)
+
+    def clock(self, env: simpy.Environment):
+        tick = self.config.platform.tick_s
+        while True:
+            now = env.now
+            self.start_sessions(now)
+            due = np.flatnonzero(self.in_session & (self.next_due <= now))
+            if due.size:
+                arm = self.assignment[due]
+                for b, store in enumerate(self._stores):
+                    users = due[arm == b]
+                    if users.size:
+                        store.put(users)
+            yield env.timeout(max(tick, self.next_wakeup(now) - now))
+
+    def ranking_service(self, env: simpy.Environment, bucket: Bucket, store: simpy.Store):
+        max_batch = self.config.platform.max_batch
+        while True:
+            users = yield store.get()
+            for start in range(0, len(users), max_batch):
+                self.serve(bucket, users[start:start + max_batch], env.now)
+
+    # ------------------------------------------------------------------ days and sessions
+    def start_day(self, day: int) -> None:
+        """Draw who returns today and when their sessions start."""
+        cfg, rng = self.config, self.arrival_rng
+        n = self.world.users.n_users
+        b = cfg.behaviour
+        self.day = day
+        self.shown_today[:] = 0
+        p_return = expit(b.return_bias + b.return_satisfaction * (self.recent_satisfaction - 0.5))
+        self.active_today = rng.random(n) < p_return
+        sessions = rng.poisson(self.world.users.activity)
+        sessions = np.where(self.active_today, np.maximum(sessions, 1), 0)
+        users = np.repeat(np.arange(n), sessions)
+        hour = rng.choice(24, size=len(users), p=DIURNAL / DIURNAL.sum())
+        t = day * DAY_S + (hour + rng.random(len(users))) * 3600.0
+        order = np.argsort(t, kind="stable")
+        self._pending_t, self._pending_u, self._pending_i = t[order], users[order], 0
+
+    def finish_day(self, day: int) -> None:
+        self.log.flush_day(day)
+        self.features.end_day(np.flatnonzero(self.active_today))
+        if self.on_day_end:
+            self.on_day_end(day)
+
+    def start_sessions(self, now: float) -> None:
+        """Start the sessions whose start time has come; a user already in a session skips it."""
+        end = np.searchsorted(self._pending_t, now, side="right")
+        if end <= self._pending_i:
+            return
+        users = np.unique(self._pending_u[self._pending_i:end])
+        self._pending_i = end
+        users = users[~self.in_session[users]]
+        if not users.size:
+            return
+        cfg, rng = self.config, self.arrival_rng
+        n = len(users)
+        self.in_session[users] = True
+        self.next_due[users] = now
+        self.session_id[users] = self._next_session + np.arange(n)
+        self._next_session += n
+        self.session_elapsed[users] = 0.0
+        self.session_budget[users] = self.world.users.patience[users] * np.exp(
+            cfg.users.patience_sigma * rng.standard_normal(n))
+        self.fatigue[users] *= SESSION_FATIGUE_CARRY
+        switch = rng.random(n) < cfg.users.interest_switch_prob
+        cum = np.cumsum(self.world.users.weights[users], axis=1)
+        drawn = (rng.random((n, 1)) > cum).sum(axis=1)
+        self.active[users] = np.where(switch, np.minimum(drawn, cum.shape[1] - 1), self.active[users])
+
+    def next_wakeup(self, now: float) -> float:
+        nxt = (np.floor(now / DAY_S) + 1) * DAY_S
+        if self._pending_i < len(self._pending_t):
+            nxt = min(nxt, self._pending_t[self._pending_i])
+        if self.in_session.any():
+            nxt = min(nxt, self.next_due[self.in_session].min())
+        return nxt
+
+    # ------------------------------------------------------------------ serving
+    def serve(self, bucket: Bucket, users: np.ndarray, now: float) -> None:
+        """Recall, score in one policy call, rank, and let the users consume their pages."""
+        cfg = self.config.platform
+        cands = self.recall(users, bucket.recall_rng)
+        batch = RankBatch(user_ids=users, candidates=cands, ts=now, day=self.day, features=self.features)
+        scores = np.asarray(bucket.policy.score(batch), dtype=np.float64)
+        if scores.shape != cands.shape:
+            raise ValueError(f"policy {bucket.policy.name!r} returned scores of shape {scores.shape}, "
+                             f"expected {cands.shape}")
+        if not np.isfinite(scores).all():
+            raise ValueError(f"policy {bucket.policy.name!r} returned non-finite scores")
+        pos, propensity = rank_page(scores, cfg.page_size, bucket.policy.temperature, bucket.rank_rng)
+        pages = np.take_along_axis(cands, pos, axis=1)
+        self.consume(bucket, users, pages, np.take_along_axis(scores, pos, axis=1), propensity, now)
+
+    def consume(self, bucket: Bucket, users: np.ndarray, pages: np.ndarray, scores: np.ndarray,
+                propensity: np.ndarray, now: float) -> None:
+        """Users watch their pages in order; everything happens in arrays over (B, k)."""
+        world, cfg = self.world, self.config
+        b, k = pages.shape
+        uu, ii = np.repeat(users, k), pages.ravel()
+        l1 = world.catalog.l1[pages]
+        # fatigue: same-category items seen before, each decayed by FATIGUE_DECAY per later item
+        j = np.arange(k)
+        lag = j[:, None] - 1 - j[None, :]                                # items between j' and j
+        decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)   # (k, k), j' < j
+        same = l1[:, :, None] == l1[:, None, :]                          # (B, k, k)
+        fatigue = self.fatigue[users[:, None], l1] * FATIGUE_DECAY ** j + (same * decay).sum(axis=2)
+        probs = world.probabilities(uu, ii, self.active[uu], fatigue.ravel())
+        beh = world.sample_behaviour(ii, probs, bucket.behaviour_rng)
+        watch = beh.watch_time.reshape(b, k)
+        satisfied = beh.satisfied.reshape(b, k)
+
+        # quitting: dissatisfaction / fatigue hazard after each item, or the time budget runs out
+        bc = cfg.behaviour
+        p_quit = expit(bc.quit_bias + bc.quit_dissatisfied * ~satisfied + bc.quit_fatigue * fatigue)
+        cum = np.cumsum(watch, axis=1)
+        stop = (bucket.behaviour_rng.random((b, k)) < p_quit) | \
+            (self.session_elapsed[users, None] + cum >= self.session_budget[users, None])
+        ended = stop.any(axis=1)
+        last = np.where(ended, stop.argmax(axis=1), k - 1)
+        served = np.arange(k)[None, :] <= last[:, None]                  # (B, k)
+
+        # questionnaires
+        q = cfg.questionnaire
+        eligible = served & (self.shown_today[users] < q.per_user_daily_cap)[:, None]
+        if q.after_effective_view_only:
+            eligible &= beh.effective_view.reshape(b, k)
+        p_show = exposure_probability(q, uu, ii, self.features).reshape(b, k)
+        shown, p_show_rec = draw_exposure(p_show, eligible, bucket.survey_rng)
+        pop = world.users
+        resp = respond(q, shown.ravel(), willingness=pop.willingness[uu],
+                       random_responder=pop.random_responder[uu], satisfied=beh.satisfied,
+                       p_satisfied=probs.p_satisfied, issue_types=beh.issue_types, rng=bucket.survey_rng)
+
+        # state updates
+        page_time = np.where(served, watch, 0.0).sum(axis=1)
+        self.session_elapsed[users] += page_time
+        self.shown_today[users] += shown.sum(axis=1)
+        n_served = served.sum(axis=1)
+        # carry fatigue past the served items: decay by the page length, add each item decayed
+        weight = np.where(served, FATIGUE_DECAY ** np.maximum(n_served[:, None] - 1 - j[None, :], 0), 0.0)
+        counts = np.zeros((b, cfg.catalog.n_l1))
+        np.add.at(counts, (np.repeat(np.arange(b), k), l1.ravel()), weight.ravel())
+        self.fatigue[users] = self.fatigue[users] * FATIGUE_DECAY ** n_served[:, None] + counts
+        page_sat = np.where(served, satisfied, False).sum(axis=1) / n_served
+        self.recent_satisfaction[users] += SATISFACTION_EMA * (page_sat - self.recent_satisfaction[users])
+        self.next_due[users] = np.where(ended, np.inf, now + page_time + cfg.platform.page_gap_s)
+        self.in_session[users[ended]] = False
+
+        # observable events -> feature store; everything -> logs
+        m = served.ravel()
+        answer = resp.answer
+        self.features.record(
+            uu[m], ii[m], effective_view=beh.effective_view[m], skip=beh.skip[m], like=beh.like[m],
+            survey_satisfied=(answer == LIKE)[m],
+            survey_dissatisfied=((answer == DISLIKE) | (answer == UNSUITABLE) | (answer == ADULTS_ONLY))[m],
+            survey_submitted=resp.submitted[m], grouped=True)
+        start = (cum - watch).ravel()
+        request = self._next_request + np.arange(b)
+        self._next_request += b
+        # full (B*k) arrays; the writer drops the unserved rows once per day, in bulk
+        self.log.append(bucket.index, bucket.policy.name, m, {
+            "day": np.full(b * k, self.day, dtype=np.int16), "ts": now + start, "user_id": uu, "item_id": ii,
+            "session_id": self.session_id[uu], "request_id": np.repeat(request, k),
+            "position": np.tile(np.arange(k, dtype=np.int8), b), "score": scores.ravel(),
+            "propensity": propensity.ravel(), "watch_time": beh.watch_time,
+            "duration": world.catalog.duration[ii], "effective_view": beh.effective_view,
+            "skip": beh.skip, "like": beh.like, "share": beh.share, "comment": beh.comment,
+            "follow": beh.follow, "dislike": beh.dislike, "report": beh.report,
+            "survey_shown": shown.ravel(), "survey_type": resp.survey_type,
+            "survey_submitted": resp.submitted, "survey_answer": answer, "survey_reasons": resp.reasons,
+            "true_p_satisfied": probs.p_satisfied, "true_satisfied": beh.satisfied,
+            "true_interest": probs.interest, "true_active_interest": probs.active_interest,
+            "true_fatigue": probs.fatigue, "true_p_skip": probs.p_skip,
+            "true_p_effective_view": probs.p_effective_view,
+            "true_expected_watch_time": probs.expected_watch_time, "true_p_issue": probs.p_issue,
+            "true_issue": beh.issue, "true_p_like": beh.p_like, "true_p_share": beh.p_share,
+            "true_p_comment": beh.p_comment, "true_p_follow": beh.p_follow,
+            "true_p_dislike": beh.p_dislike, "true_p_report": beh.p_report,
+            "true_p_show": p_show_rec.ravel(), "true_p_submit": resp.p_submit,
+        })
