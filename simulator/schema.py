@@ -70,7 +70,7 @@ IMPRESSION_COLUMNS: tuple[Column, ...] = (
     # behaviour
     Column("watch_time", pa.float32(), "seconds watched", "s"),
     Column("duration", pa.float32(), "video duration", "s"),
-    Column("effective_view", pa.bool_(), "watched at least the effective-view fraction (the click y)"),
+    Column("effective_view", pa.bool_(), "not a skip and watched at least the effective-view fraction (the click y)"),
     Column("skip", pa.bool_(), "watched less than the skip threshold (passive negative)"),
     Column("like", pa.bool_(), "explicit like"),
     Column("share", pa.bool_(), "explicit share"),

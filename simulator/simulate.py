@@ -67,6 +67,9 @@ def simulate(config: SimConfig, out: str | Path, *, progress: bool = True,
              overwrite: bool = False) -> SimulationResult:
     """Simulate ``config.platform.days`` days of the world served by ``config.platform.policy``."""
     from policies import make_policy   # the simulator calls policies only through the protocol
+    name = config.platform.policy
+    params = {"temperature": config.platform.temperature} if name == "production" else {}
+    policy = make_policy(name, **params)     # an unknown name fails before anything is written
     out = prepare_run_dir(Path(out), overwrite=overwrite)
     started = time.perf_counter()
     write_status(out, "running")
@@ -75,9 +78,6 @@ def simulate(config: SimConfig, out: str | Path, *, progress: bool = True,
     world = World.generate(config, np.random.default_rng(streams["world"]))
     write_frame(world.catalog.table(), out / "items.parquet", ITEM_COLUMNS)
     write_frame(world.users.table(), out / "users.parquet", USER_COLUMNS)
-    name = config.platform.policy
-    params = {"temperature": config.platform.temperature} if name == "production" else {}
-    policy = make_policy(name, **params)
     empty = LogData(pd.DataFrame(), world.catalog.table(), world.users.table()).observable()
     policy.fit(empty, rng=np.random.default_rng(streams["policy"]))
     writer = LogWriter(out / "logs", ["all"])

@@ -234,16 +234,16 @@ def _generate_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     d = c.topic_dim
     l1_centroids = _unit(rng.standard_normal((c.n_l1, d)))
     l2_centroids = _unit(np.repeat(l1_centroids, c.n_l2, axis=0)
-                         + c.l2_spread / 2 * rng.standard_normal((c.n_l1 * c.n_l2, d)))
+                         + c.l2_spread / np.sqrt(d) * rng.standard_normal((c.n_l1 * c.n_l2, d)))
     leaf_centroids = _unit(np.repeat(l2_centroids, c.n_l3, axis=0)
-                           + c.l3_spread / 2 * rng.standard_normal((c.n_leaves, d)))
+                           + c.l3_spread / np.sqrt(d) * rng.standard_normal((c.n_leaves, d)))
     # leaf popularity is uneven (Zipf-like), so some categories are crowded
     leaf_weight = 1.0 / np.arange(1, c.n_leaves + 1) ** 0.6
     leaf_weight = rng.permutation(leaf_weight / leaf_weight.sum())
     leaf = rng.choice(c.n_leaves, size=c.n_items, p=leaf_weight).astype(np.int16)
     l2 = (leaf // c.n_l3).astype(np.int16)
     l1 = (l2 // c.n_l2).astype(np.int16)
-    topic = _unit(leaf_centroids[leaf] + c.item_noise / 2 * rng.standard_normal((c.n_items, d)))
+    topic = _unit(leaf_centroids[leaf] + c.item_noise / np.sqrt(d) * rng.standard_normal((c.n_items, d)))
     author_weight = 1.0 / np.arange(1, c.n_authors + 1) ** 1.1
     author = rng.choice(c.n_authors, size=c.n_items, p=author_weight / author_weight.sum())
     author_quality = rng.normal(0.0, 0.5, size=c.n_authors)
@@ -269,7 +269,7 @@ def _generate_users(config: SimConfig, catalog: Catalog, rng: np.random.Generato
     # each sub-interest sits near a leaf centroid; leaves are drawn by their item counts
     leaf_counts = np.bincount(catalog.leaf, minlength=len(catalog.leaf_centroids)).astype(float)
     leaves = rng.choice(len(leaf_counts), size=(n, k), p=leaf_counts / leaf_counts.sum())
-    interests = _unit(catalog.leaf_centroids[leaves] + u.interest_noise / 2 * rng.standard_normal((n, k, d)))
+    interests = _unit(catalog.leaf_centroids[leaves] + u.interest_noise / np.sqrt(d) * rng.standard_normal((n, k, d)))
     weights = rng.dirichlet(np.full(k, u.interest_concentration), size=n)
     willingness = rng.beta(u.willingness_mean * u.willingness_concentration,
                            (1.0 - u.willingness_mean) * u.willingness_concentration, n)
