@@ -34,14 +34,17 @@ class ProductionPolicy:
 
     score = w_pop * log1p(recent effective views of the item) / log1p(max)
           + w_leaf * share of the user's recent clicks in the item's leaf category
-          + w_l2 * share in the item's level-2 category,
+          + w_l2 * share in the item's level-2 category
+          + w_like * log of the item's smoothed like rate over the platform's mean like rate,
     ranked by a Plackett-Luce draw from softmax(score / temperature), so every impression has a
     logged propensity. It reads only the feature store's observable counters.
     """
-    temperature: float | None = 0.5
+    temperature: float | None = 1.0
     w_pop: float = 1.0
-    w_leaf: float = 2.0
-    w_l2: float = 1.0
+    w_leaf: float = 1.0
+    w_l2: float = 0.5
+    w_like: float = 1.0
+    like_prior: float = 50.0     # pseudo-impressions at the mean like rate (smoothing)
     fitted_: bool = field(default=False, init=False)
     _leaf_to_l2: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -64,7 +67,10 @@ class ProductionPolicy:
             self._leaf_to_l2 = _leaf_to_l2(fs.items.leaf, fs.items.l2, leaf_clicks.shape[1])
         l2_clicks = leaf_clicks @ self._leaf_to_l2                           # (B, n_l2)
         l2_share = l2_clicks[rows, fs.items.l2[cands]] / total
-        return self.w_pop * pop + self.w_leaf * leaf_share + self.w_l2 * l2_share
+        mean_rate = (fs.item_likes.sum() + 1.0) / (fs.item_impressions.sum() + 1.0)
+        rate = (fs.item_likes[cands] + self.like_prior * mean_rate) / (fs.item_impressions[cands] + self.like_prior)
+        quality = np.log(rate / mean_rate)
+        return self.w_pop * pop + self.w_leaf * leaf_share + self.w_l2 * l2_share + self.w_like * quality
 
 
 def _leaf_to_l2(leaf: np.ndarray, l2: np.ndarray, n_leaves: int) -> np.ndarray:

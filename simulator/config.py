@@ -115,9 +115,9 @@ class UserConfig:
     random_responder_share: float = _f(0.05, "share of users who answer questionnaires at random")
     issue_sensitivity_mean: float = _f(1.0, "mean sensitivity to inappropriate content (Gamma)")
     activity_mean: float = _f(1.6, "mean sessions per active day")
-    patience_median_s: float = _f(1200.0, "median session time budget in seconds")
+    patience_median_s: float = _f(800.0, "median session time budget in seconds")
     patience_sigma: float = _f(0.6, "log-normal sigma of the per-session time budget")
-    fatigue_rate: float = _f(0.25, "satisfaction penalty per recent item of the same level-1 category")
+    fatigue_rate: float = _f(0.25, "satisfaction penalty per recent item of the same level-2 category (decayed)")
 
     def __post_init__(self) -> None:
         check_int_at_least("n_users", self.n_users, 1)
@@ -138,14 +138,14 @@ class UserConfig:
 class BehaviourConfig:
     skip_threshold_s: float = _f(3.0, "a view shorter than this many seconds is a skip (passive negative)")
     effective_view_fraction: float = _f(0.5, "watch fraction at which a view is effective (the click y)")
-    sat_bias: float = _f(-0.2, "intercept of the satisfaction logit")
+    sat_bias: float = _f(-1.1, "intercept of the satisfaction logit")
     sat_interest: float = _f(3.0, "weight of interest match in the satisfaction logit")
     sat_quality: float = _f(1.0, "weight of hidden quality in the satisfaction logit")
     engage_bias: float = _f(0.3, "intercept of the engagement logit (drives skip and watch fraction)")
     engage_interest: float = _f(2.5, "weight of interest match in the engagement logit")
     engage_attractiveness: float = _f(1.0, "weight of attractiveness in the engagement logit")
     engage_quality: float = _f(0.2, "weight of quality in the engagement logit")
-    skip_bias: float = _f(-0.95, "intercept of the skip logit")
+    skip_bias: float = _f(0.0, "intercept of the skip logit")
     skip_engage: float = _f(1.0, "how much engagement lowers the skip logit")
     watch_scale: float = _f(0.8, "logistic scale of the watch fraction (higher = more spread)")
     like_bias: float = _f(-4.5, "intercept of the like logit")
@@ -177,7 +177,7 @@ class BehaviourConfig:
 
 @dataclass(frozen=True, slots=True)
 class QuestionnaireConfig:
-    base_rate: float = _f(0.05, "P(show) for an eligible impression before targeting")
+    base_rate: float = _f(0.06, "P(show) for an eligible impression before targeting")
     after_effective_view_only: bool = _f(True, "show questionnaires only after an effective view")
     targeting: str = _f("none", "targeting rule: none, popular_items, fresh_items or active_users")
     target_boost: float = _f(3.0, "multiplier of base_rate for targeted items or users")
@@ -212,7 +212,7 @@ class PlatformConfig:
     max_batch: int = _f(128, "requests per policy call at most")
     page_gap_s: float = _f(2.0, "seconds between the end of a page and the next request")
     policy: str = _f("production", "serving policy of `satbed simulate` (a registered policy name)")
-    temperature: float = _f(0.5, "softmax temperature of the production policy's stochastic ranking")
+    temperature: float = _f(1.0, "softmax temperature of the production policy's stochastic ranking")
 
     def __post_init__(self) -> None:
         check_int_at_least("days", self.days, 1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PAD = -1  # item id of an empty history slot
+LEAF_CLICK_DECAY = 0.7  # daily decay of per-user category click counts (a ~3-day memory)
 
 HISTORIES = ("clicks", "skips", "satisfied", "dissatisfied", "mixed")
 """clicks: effective views; skips: passive negatives (< skip threshold);
@@ -163,5 +164,5 @@ class FeatureStore:
         """Decay the recency-weighted counters at the end of a simulated day."""
         self.version += 1
         self.item_recent_clicks *= self.popularity_decay
-        self.leaf_clicks *= 0.9
+        self.leaf_clicks *= LEAF_CLICK_DECAY
         self.user_active_days[active_users] += 1

@@ -112,7 +112,7 @@ class Platform:
         self.session_budget = np.zeros(n_users)
         self.session_elapsed = np.zeros(n_users)
         self.active = self.arrival_rng.integers(0, cfg.users.n_interests, n_users)
-        self.fatigue = np.zeros((n_users, cfg.catalog.n_l1))
+        self.fatigue = np.zeros((n_users, cfg.catalog.n_l1 * cfg.catalog.n_l2))   # per level-2 category
         self.recent_satisfaction = np.full(n_users, 0.5)
         self.shown_today = np.zeros(n_users, dtype=np.int64)
         self.active_today = np.zeros(n_users, dtype=bool)
@@ -249,13 +249,13 @@ class Platform:
         world, cfg = self.world, self.config
         b, k = pages.shape
         uu, ii = np.repeat(users, k), pages.ravel()
-        l1 = world.catalog.l1[pages]
+        cat2 = world.catalog.l2[pages]
         # fatigue: same-category items seen before, each decayed by FATIGUE_DECAY per later item
         j = np.arange(k)
         lag = j[:, None] - 1 - j[None, :]                                # items between j' and j
         decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)   # (k, k), j' < j
-        same = l1[:, :, None] == l1[:, None, :]                          # (B, k, k)
-        fatigue = self.fatigue[users[:, None], l1] * FATIGUE_DECAY ** j + (same * decay).sum(axis=2)
+        same = cat2[:, :, None] == cat2[:, None, :]                          # (B, k, k)
+        fatigue = self.fatigue[users[:, None], cat2] * FATIGUE_DECAY ** j + (same * decay).sum(axis=2)
         probs = world.probabilities(uu, ii, self.active[uu], fatigue.ravel())
         beh = world.sample_behaviour(ii, probs, bucket.behaviour_rng)
         watch = beh.watch_time.reshape(b, k)
@@ -290,8 +290,8 @@ class Platform:
         n_served = served.sum(axis=1)
         # carry fatigue past the served items: decay by the page length, add each item decayed
         weight = np.where(served, FATIGUE_DECAY ** np.maximum(n_served[:, None] - 1 - j[None, :], 0), 0.0)
-        counts = np.zeros((b, cfg.catalog.n_l1))
-        np.add.at(counts, (np.repeat(np.arange(b), k), l1.ravel()), weight.ravel())
+        counts = np.zeros((b, self.fatigue.shape[1]))
+        np.add.at(counts, (np.repeat(np.arange(b), k), cat2.ravel()), weight.ravel())
         self.fatigue[users] = self.fatigue[users] * FATIGUE_DECAY ** n_served[:, None] + counts
         page_sat = np.where(served, satisfied, False).sum(axis=1) / n_served
         self.recent_satisfaction[users] += SATISFACTION_EMA * (page_sat - self.recent_satisfaction[users])

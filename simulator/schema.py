@@ -237,3 +237,16 @@ POSITIVE_FEEDBACK = ("like", "share", "comment", "follow")
 """Explicit positive feedback columns: the numerator of the positive-to-negative ratio (P2N)."""
 NEGATIVE_FEEDBACK = ("dislike", "report")
 """Explicit (active) negative feedback columns: the denominator of P2N."""
+
+
+def markdown_table(columns: tuple[Column, ...] = IMPRESSION_COLUMNS) -> str:
+    """The schema as a markdown table (used in README.md: ``python -m simulator.schema``)."""
+    rows = ["| column | type | unit | meaning |", "|---|---|---|---|"]
+    for c in columns:
+        tp = "category" if pa.types.is_dictionary(c.type) else str(c.type)
+        rows.append(f"| `{c.name}` | {tp}{' (nullable)' if c.nullable else ''} | {c.unit} | {c.meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -7,6 +7,7 @@ A run directory holds::
     users.parquet      user table (observable columns and hidden true_* traits)
     logs/              impressions, partitioned by day and bucket
     summary.json/.md   the headline figures
+    summary.png        activity, feedback rates, the questionnaire funnel and response bias by day
     status.json        {"state": "complete"} once everything above is written
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from simulator.atomic import atomic_write_text
 from simulator.config import SimConfig, dump_toml
 from simulator.logs import LogWriter, read_impressions, write_frame
 from simulator.platform import Bucket, Platform
+from simulator.plots import plot_simulation
 from simulator.schema import ITEM_COLUMNS, NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK, USER_COLUMNS, LogData
 from simulator.world import World
 
@@ -92,7 +94,8 @@ def simulate(config: SimConfig, out: str | Path, *, progress: bool = True,
     seconds = time.perf_counter() - started
     summary["seconds"] = round(seconds, 2)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "summary.md", format_summary(summary, out))
+    atomic_write_text(out / "summary.md", format_summary(summary, out) + "\n![summary](summary.png)\n")
+    plot_simulation(logs, out / "summary.png")
     write_status(out, "complete", seconds=round(seconds, 2))
     return SimulationResult(out, summary, seconds)
 

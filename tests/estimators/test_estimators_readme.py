@@ -1,0 +1,38 @@
+"""The README's "Estimators" example runs and prints exactly the output shown under it."""
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import estimators
+
+ROOT = Path(estimators.__file__).parent.parent
+
+
+def _section() -> str:
+    """The "## Estimators" section of README.md, or its draft beside the package until merged."""
+    readme = ROOT / "README.md"
+    if readme.exists():
+        match = re.search(r"^## Estimators\n(.*?)(?=^## |\Z)", readme.read_text(), re.S | re.M)
+        if match:
+            return match.group(1)
+    return (ROOT / "estimators" / "README_SECTION.md").read_text()
+
+
+def test_readme_example_prints_what_the_readme_shows():
+    section = _section()
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"```python\n.*?```\s*```text\n(.*?)```", section, re.S).group(1)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 15
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README example", "exec"), {})
+    assert printed.getvalue() == shown
+    # and the story it tells holds: naive far off, the weighting estimators cover the oracle
+    lines = {line.split()[0]: line for line in shown.splitlines()}
+    oracle = float(lines["oracle"].split()[1])
+    assert float(lines["naive"].split()[1]) > oracle + 0.1
+    for name in ("IPS", "SNIPS", "DR"):
+        low, high = map(float, re.search(r"\[(\S+), (\S+)\]", lines[name]).groups())
+        assert low <= oracle <= high, name

@@ -1,0 +1,71 @@
+"""The `satbed` command line: simulate writes a complete run directory; bad input exits 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulator.cli import main
+from simulator.config import SimConfig, load_toml
+
+TINY = ["--users.n_users", "200", "--catalog.n_items", "800", "--platform.days", "1", "--quiet"]
+
+
+def test_simulate_writes_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["simulate", "--seed", "3", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "impressions" in printed and "questionnaires answered" in printed
+    assert {p.name for p in out.iterdir()} >= {"config.toml", "items.parquet", "users.parquet", "logs",
+                                               "summary.json", "summary.md", "status.json"}
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+    config = load_toml(SimConfig, out / "config.toml")
+    assert config.seed == 3 and config.users.n_users == 200
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["impressions"] > 0 and summary["users"] == 200
+
+
+def test_rerun_from_written_config_reproduces(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["simulate", "--out", str(a), "--seed", "5", *TINY]) == 0
+    assert main(["simulate", "--out", str(b), "--config", str(a / "config.toml"), "--quiet"]) == 0
+    assert json.loads((a / "summary.json").read_text())["impressions"] == \
+        json.loads((b / "summary.json").read_text())["impressions"]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--questionnaire.base_rate", "1.5"], "questionnaire.base_rate=1.5 must be in [0, 1]"),
+    (["--users.n_users", "-3"], "users.n_users=-3 must be an integer >= 1"),
+    (["--platform.policy", "nope"], "unknown policy 'nope'; registered:"),
+    (["--config", "/nonexistent.toml"], "does not exist"),
+])
+def test_bad_input_exits_2_with_message(tmp_path, capsys, args, fragment):
+    out = tmp_path / "run"
+    assert main(["simulate", "--out", str(out), *TINY, *args]) == 2
+    assert fragment in capsys.readouterr().err
+    assert not out.exists()        # nothing written for a rejected config
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["simulate", "--out", str(out), *TINY]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_policies_lists_registered(capsys):
+    assert main(["policies"]) == 0
+    out = capsys.readouterr().out
+    assert "production" in out and "random" in out
+
+
+def test_help_documents_every_field(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = capsys.readouterr().out
+    from simulator.config import iter_fields
+    for name, _, _ in iter_fields(SimConfig):
+        if name != "seed":
+            assert f"--{name}" in text
