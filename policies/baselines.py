@@ -47,6 +47,7 @@ class ProductionPolicy:
     like_prior: float = 50.0     # pseudo-impressions at the mean like rate (smoothing)
     fitted_: bool = field(default=False, init=False)
     _leaf_to_l2: np.ndarray | None = field(default=None, init=False, repr=False)
+    _item_cache: tuple | None = field(default=None, init=False, repr=False)
 
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
         self.fitted_ = True
@@ -56,8 +57,8 @@ class ProductionPolicy:
         check_fitted(self)
         fs = batch.features
         cands = batch.candidates
-        pop = np.log1p(fs.item_recent_clicks[cands])
-        pop /= max(np.log1p(fs.item_recent_clicks.max()), 1e-9)
+        item_terms = self._item_terms(fs)
+        item_score = item_terms[cands]                                       # (B, C)
         leaf_clicks = fs.leaf_clicks[batch.user_ids]                       # (B, n_leaves)
         total = np.maximum(leaf_clicks.sum(axis=1, keepdims=True), 1.0)
         leaf = fs.items.leaf[cands]
@@ -67,10 +68,19 @@ class ProductionPolicy:
             self._leaf_to_l2 = _leaf_to_l2(fs.items.leaf, fs.items.l2, leaf_clicks.shape[1])
         l2_clicks = leaf_clicks @ self._leaf_to_l2                           # (B, n_l2)
         l2_share = l2_clicks[rows, fs.items.l2[cands]] / total
+        return item_score + self.w_leaf * leaf_share + self.w_l2 * l2_share
+
+    def _item_terms(self, fs) -> np.ndarray:
+        """w_pop * popularity + w_like * quality for every item, computed once per serving round."""
+        key = (id(fs), fs.tick)
+        if self._item_cache is not None and self._item_cache[0] == key:
+            return self._item_cache[1]
+        pop = np.log1p(fs.item_recent_clicks) / max(np.log1p(fs.item_recent_clicks.max()), 1e-9)
         mean_rate = (fs.item_likes.sum() + 1.0) / (fs.item_impressions.sum() + 1.0)
-        rate = (fs.item_likes[cands] + self.like_prior * mean_rate) / (fs.item_impressions[cands] + self.like_prior)
-        quality = np.log(rate / mean_rate)
-        return self.w_pop * pop + self.w_leaf * leaf_share + self.w_l2 * l2_share + self.w_like * quality
+        rate = (fs.item_likes + self.like_prior * mean_rate) / (fs.item_impressions + self.like_prior)
+        terms = self.w_pop * pop + self.w_like * np.log(rate / mean_rate)
+        self._item_cache = (key, terms)
+        return terms
 
 
 def _leaf_to_l2(leaf: np.ndarray, l2: np.ndarray, n_leaves: int) -> np.ndarray:

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAD = -1  # item id of an empty history slot
+from simulator.schema import HISTORIES, PAD  # noqa: E402  (re-exported)
 LEAF_CLICK_DECAY = 0.7  # daily decay of per-user category click counts (a ~3-day memory)
 
-HISTORIES = ("clicks", "skips", "satisfied", "dissatisfied", "mixed")
-"""clicks: effective views; skips: passive negatives (< skip threshold);
-satisfied / dissatisfied: items whose questionnaire was answered like / dislike (or unsuitable);
-mixed: effective views and skips interleaved in time, with a label (1 positive, 0 skip)."""
+# HISTORIES: clicks = effective views; skips = passive negatives (< skip threshold);
+# satisfied / dissatisfied = items whose questionnaire was answered like / dislike (or unsuitable);
+# mixed = effective views and skips interleaved in time, with a label (1 positive, 0 skip).
 
 
 @dataclass(frozen=True)
@@ -54,14 +53,14 @@ class RingHistory:
             return
         order = slice(None) if grouped else np.argsort(users, kind="stable")
         u, it = users[order], items[order]
-        starts = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
-        group_start = np.repeat(starts, np.diff(np.r_[starts, len(u)]))
-        rank = np.arange(len(u)) - group_start
+        starts = np.concatenate(([0], np.flatnonzero(u[1:] != u[:-1]) + 1))
+        sizes = np.diff(np.concatenate((starts, [len(u)])))
+        rank = np.arange(len(u)) - np.repeat(starts, sizes)
         slot = (self.count[u] + rank) % self.length
         self.items[u, slot] = it
         if labels is not None:
             self.labels[u, slot] = labels[order]
-        self.count[u[starts]] += np.diff(np.r_[starts, len(u)])
+        self.count[u[starts]] += sizes
 
     def read(self, users: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The last ``length`` events of each user, right-aligned, oldest first, padded with PAD.
@@ -108,7 +107,8 @@ class FeatureStore:
         self.item_recent_clicks = np.zeros(n, dtype=np.float64)  # decayed daily
         self.popularity_decay = popularity_decay
         self._popular_cache: tuple[int, np.ndarray] | None = None
-        self.version = 0   # bumps on every record, for caches
+        self.version = 0   # bumps on every record
+        self.tick = 0      # bumps once per serving round (see begin_tick)
 
     def history(self, name: str, users: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Read a history (one of :data:`HISTORIES`) for users; see :meth:`RingHistory.read`."""
@@ -118,9 +118,14 @@ class FeatureStore:
             raise KeyError(f"unknown history {name!r}; known: {', '.join(HISTORIES)}") from None
         return ring.read(np.asarray(users), length)
 
+    def begin_tick(self) -> None:
+        """Mark a new serving round: the popular pool is recomputed at most once per round
+        (popularity may be one tick stale, as on a real platform)."""
+        self.tick += 1
+
     def popular(self, k: int) -> np.ndarray:
         """The ``k`` items with the most recent (decayed) effective views, most popular first."""
-        if self._popular_cache is not None and self._popular_cache[0] == self.version \
+        if self._popular_cache is not None and self._popular_cache[0] == self.tick \
                 and len(self._popular_cache[1]) == k:
             return self._popular_cache[1]
         k = min(k, len(self.item_recent_clicks))
@@ -128,7 +133,7 @@ class FeatureStore:
         key = self.item_recent_clicks - np.arange(len(self.item_recent_clicks)) * 1e-9
         top = np.argpartition(-key, k - 1)[:k]
         top = top[np.argsort(-key[top], kind="stable")]
-        self._popular_cache = (self.version, top)
+        self._popular_cache = (self.tick, top)
         return top
 
     def record(self, users: np.ndarray, items: np.ndarray, *, effective_view: np.ndarray,
@@ -163,6 +168,7 @@ class FeatureStore:
     def end_day(self, active_users: np.ndarray) -> None:
         """Decay the recency-weighted counters at the end of a simulated day."""
         self.version += 1
+        self.tick += 1
         self.item_recent_clicks *= self.popularity_decay
         self.leaf_clicks *= LEAF_CLICK_DECAY
         self.user_active_days[active_users] += 1

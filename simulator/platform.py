@@ -15,6 +15,7 @@ platform. Each bucket has its own random streams, so one arm's draws never shift
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -156,6 +157,7 @@ class Platform:
             self.start_sessions(now)
             due = np.flatnonzero(self.in_session & (self.next_due <= now))
             if due.size:
+                self.features.begin_tick()
                 arm = self.assignment[due]
                 for b, store in enumerate(self._stores):
                     users = due[arm == b]
@@ -228,6 +230,16 @@ class Platform:
         return nxt
 
     # ------------------------------------------------------------------ serving
+    @staticmethod
+    @functools.cache
+    def _fatigue_kernel(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions, the (k, k) decay of item j' seen before item j (0 unless j' < j), and the
+        decay of the carried-in fatigue at each position."""
+        j = np.arange(k)
+        lag = j[:, None] - 1 - j[None, :]                                # items between j' and j
+        decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)
+        return j, decay, FATIGUE_DECAY ** j
+
     def serve(self, bucket: Bucket, users: np.ndarray, now: float) -> None:
         """Recall, score in one policy call, rank, and let the users consume their pages."""
         cfg = self.config.platform
@@ -251,11 +263,9 @@ class Platform:
         uu, ii = np.repeat(users, k), pages.ravel()
         cat2 = world.catalog.l2[pages]
         # fatigue: same-category items seen before, each decayed by FATIGUE_DECAY per later item
-        j = np.arange(k)
-        lag = j[:, None] - 1 - j[None, :]                                # items between j' and j
-        decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)   # (k, k), j' < j
+        j, decay, carry = self._fatigue_kernel(k)
         same = cat2[:, :, None] == cat2[:, None, :]                          # (B, k, k)
-        fatigue = self.fatigue[users[:, None], cat2] * FATIGUE_DECAY ** j + (same * decay).sum(axis=2)
+        fatigue = self.fatigue[users[:, None], cat2] * carry + (same * decay).sum(axis=2)
         probs = world.probabilities(uu, ii, self.active[uu], fatigue.ravel())
         beh = world.sample_behaviour(ii, probs, bucket.behaviour_rng)
         watch = beh.watch_time.reshape(b, k)

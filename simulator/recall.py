@@ -28,6 +28,7 @@ class Recall:
         self.n_popular = int(round(c * config.recall_popular))
         self.n_interest = int(round(c * config.recall_interest))
         self.n_random = c - self.n_popular - self.n_interest
+        self._shuffled: tuple[tuple[int, int], np.ndarray] | None = None
         if c > features.items.n_items:
             raise ValueError(f"n_candidates={c} must be <= the number of items {features.items.n_items}")
 
@@ -35,12 +36,27 @@ class Recall:
         """Candidates for each user's request: (B, C) int32 item ids, no duplicates within a row."""
         n_items = self.features.items.n_items
         b = len(users)
-        pool = self.features.popular(self.config.popular_pool)
-        popular = pool[rng.integers(0, len(pool), (b, self.n_popular))]
+        popular = self._popular(b, rng)
         random = rng.integers(0, n_items, (b, self.n_random))
         interest = self._interest(users, rng)
         cands = np.concatenate([popular, interest, random], axis=1).astype(np.int32)
         return _dedupe(cands, n_items, rng)
+
+    def _popular(self, b: int, rng: np.random.Generator) -> np.ndarray:
+        """Distinct popular items per request: a window at a random offset into the popular pool,
+        shuffled once per serving round (so no duplicates arise within the popular part)."""
+        pool = self.features.popular(self.config.popular_pool)
+        key = (self.features.tick, len(pool))
+        if self._shuffled is None or self._shuffled[0] != key:
+            self._shuffled = (key, rng.permutation(pool))
+        shuffled = self._shuffled[1]
+        n = min(self.n_popular, len(shuffled))
+        offset = rng.integers(0, len(shuffled), b)
+        window = shuffled[(offset[:, None] + np.arange(n)[None, :]) % len(shuffled)]
+        if n < self.n_popular:   # a pool smaller than the popular share: fill with random items
+            extra = rng.integers(0, self.features.items.n_items, (b, self.n_popular - n))
+            window = np.concatenate([window, extra], axis=1)
+        return window
 
     def _interest(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b, m = len(users), self.n_interest
@@ -60,24 +76,36 @@ class Recall:
         return np.where((n_valid > 0)[:, None], item, fallback)
 
 
+def _row_duplicates(rows: np.ndarray) -> np.ndarray:
+    """(R, C) bool: True where a value already occurred earlier in the sorted order of its row."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    s = np.take_along_axis(rows, order, axis=1)
+    dup_sorted = np.zeros(rows.shape, dtype=bool)
+    dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
+    dup = np.empty_like(dup_sorted)
+    np.put_along_axis(dup, order, dup_sorted, axis=1)
+    return dup
+
+
 def _dedupe(cands: np.ndarray, n_items: int, rng: np.random.Generator, rounds: int = 6) -> np.ndarray:
-    """Replace duplicate items within each row by random ones until no row has a duplicate."""
-    b, c = cands.shape
+    """Replace duplicate items within each row by random ones until no row has a duplicate.
+
+    Only rows that received replacements are checked again, so later rounds are cheap.
+    """
     cands = cands.copy()
-    flat_rows = np.repeat(np.arange(b, dtype=np.int64) * n_items, c)
-    check = np.arange(b * c)          # positions whose value may collide
+    rows = np.arange(len(cands))
     for _ in range(rounds):
-        keys = flat_rows + cands.ravel()
-        _, first = np.unique(keys, return_index=True)
-        dup = np.ones(b * c, dtype=bool)
-        dup[first] = False
-        check = np.flatnonzero(dup)
-        if not check.size:
+        dup = _row_duplicates(cands[rows])
+        hit = dup.any(axis=1)
+        if not hit.any():
             return cands
-        cands.ravel()[check] = rng.integers(0, n_items, check.size)
+        rows, dup = rows[hit], dup[hit]
+        sub = cands[rows]
+        sub[dup] = rng.integers(0, n_items, int(dup.sum()))
+        cands[rows] = sub
     # rare leftovers: redraw those rows without replacement
-    for row in np.unique(check // c):
+    for row in rows[_row_duplicates(cands[rows]).any(axis=1)]:
         keep = np.unique(cands[row])
-        extra = rng.choice(np.setdiff1d(np.arange(n_items), keep), c - len(keep), replace=False)
+        extra = rng.choice(np.setdiff1d(np.arange(n_items), keep), cands.shape[1] - len(keep), replace=False)
         cands[row] = np.concatenate([keep, extra])
     return cands

@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # the feature store is read by policies through RankBatch, ne
     from simulator.features import FeatureStore
 
 ORACLE_PREFIX = "true_"
+PAD = -1
+"""Item id of an empty history slot in the feature store's histories."""
+HISTORIES = ("clicks", "skips", "satisfied", "dissatisfied", "mixed")
+"""Per-user histories the feature store keeps (see simulator.features)."""
 ISSUE_TYPES = ("sexual", "violent", "spam")
 SURVEY_TYPES = ("satisfaction", "inappropriate")
 SATISFACTION_ANSWERS = ("like", "neutral", "dislike")

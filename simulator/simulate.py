@@ -32,6 +32,9 @@ from simulator.schema import ITEM_COLUMNS, NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK,
 from simulator.world import World
 
 STREAMS = ("world", "arrivals", "policy", "buckets")
+SUMMARY_COLUMNS = ("day", "user_id", "session_id", "watch_time", "effective_view", "skip", "like", "share",
+                   "comment", "follow", "dislike", "report", "survey_shown", "survey_type",
+                   "survey_submitted", "survey_answer", "true_p_satisfied")
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
@@ -89,7 +92,7 @@ def simulate(config: SimConfig, out: str | Path, *, progress: bool = True,
     days = config.platform.days
     with tqdm(total=days, desc="simulating", unit="day", disable=not progress) as bar:
         platform.run(days, progress=lambda day: bar.update(1))
-    logs = read_impressions(out / "logs")
+    logs = read_impressions(out / "logs", columns=SUMMARY_COLUMNS)
     summary = summarize(logs, n_users=world.users.n_users)
     seconds = time.perf_counter() - started
     summary["seconds"] = round(seconds, 2)

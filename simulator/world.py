@@ -17,8 +17,14 @@ from simulator.config import SimConfig
 from simulator.schema import ISSUE_TYPES
 
 # u-quantiles of the standard logistic distribution, for E[sigmoid(mu + s*L)] by the midpoint rule
-_QUAD_U = (np.arange(32) + 0.5) / 32
+_QUAD_U = (np.arange(64) + 0.5) / 64
 _QUAD_L = logit(_QUAD_U)
+_GRID = np.linspace(-20.0, 20.0, 4001)
+
+
+def _mean_sigmoid_table(scale: float) -> np.ndarray:
+    """E[sigmoid(mu + scale * L)], L standard logistic, on _GRID (interpolated at use: error < 1e-6)."""
+    return expit(_GRID[:, None] + scale * _QUAD_L[None, :]).mean(axis=1)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -124,6 +130,7 @@ class World:
         self.config = config
         self.catalog = catalog
         self.users = users
+        self._mean_fraction_table = _mean_sigmoid_table(config.behaviour.watch_scale)
 
     @classmethod
     def generate(cls, config: SimConfig, rng: np.random.Generator) -> World:
@@ -175,7 +182,7 @@ class World:
         q = self._effective_fraction_threshold(duration)
         p_reach = expit((engage - logit(q)) / b.watch_scale)
         skip_watch = 0.5 * np.minimum(b.skip_threshold_s, duration)
-        mean_fraction = expit(engage[:, None] + b.watch_scale * _QUAD_L[None, :]).mean(axis=1)
+        mean_fraction = np.interp(engage, _GRID, self._mean_fraction_table)
         full_watch = b.skip_threshold_s + (duration - b.skip_threshold_s) * mean_fraction
         return Probabilities(
             interest=match, active_interest=active_match, fatigue=fatigue, p_issue_type=p_type,
