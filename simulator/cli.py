@@ -24,8 +24,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type = SimConfig) -
     """One ``--section.field VALUE`` option per config field, documented from the field's metadata."""
     groups: dict[str, Any] = {}
     for dotted, f, tp in iter_fields(cls):
-        if dotted == "seed":
-            continue
+        if dotted.endswith("seed") or tp not in (int, float, str, bool):
+            continue          # the seed has --seed; tables (buckets, params) are set in the TOML file
         section = dotted.split(".")[0]
         group = groups.get(section) or parser.add_argument_group(
             f"[{section}] options (override the config file)")
@@ -39,7 +39,7 @@ def config_from_args(args: argparse.Namespace, cls: type = SimConfig) -> Any:
     config = load_toml(cls, args.config) if args.config else cls()
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
     if args.seed is not None:
-        overrides["seed"] = args.seed
+        overrides["seed" if cls is SimConfig else "world.seed"] = args.seed
     return with_overrides(config, overrides) if overrides else config
 
 
@@ -51,6 +51,30 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print(format_summary(result.summary, result.run_dir))
     print(f"Wrote {result.run_dir} (config.toml, items/users.parquet, logs/, summary.md).")
     return 0
+
+
+def _cmd_ab(args: argparse.Namespace, *, aa: bool = False) -> int:
+    from simulator.experiment import ExperimentConfig, default_out, run_experiment
+    config = config_from_args(args, ExperimentConfig)
+    out = Path(args.out) if args.out else default_out("aa" if aa else "ab", config.world.seed)
+    result = run_experiment(config, out, aa=aa, progress=not args.quiet, overwrite=args.overwrite)
+    print(_lift_summary(result))
+    print(f"Wrote {result.run_dir}: report.md, daily_lifts.png, lifts.png, metrics.csv, lifts.csv, logs/.")
+    return 0
+
+
+def _lift_summary(result) -> str:
+    from simulator.metrics import METRICS_BY_NAME
+    lines = [f"SRM p = {result.srm_p_value:.3g}", f"{'bucket':<12} {'metric':<44} {'lift':>9}  95% CI"]
+    for _, r in result.lifts.iterrows():
+        if r["metric"] not in ("aut", "avt", "p2n", "survey_like_rate_debiased", "oracle_satisfaction"):
+            continue
+        if not isinstance(r.get("lift"), float) or r["lift"] != r["lift"]:
+            continue
+        star = "*" if r["significant"] else " "
+        lines.append(f"{r['bucket']:<12} {METRICS_BY_NAME[r['metric']].label:<44} {100 * r['lift']:+8.2f}%{star} "
+                     f"[{100 * r['lift_ci_low']:+.2f}%, {100 * r['lift_ci_high']:+.2f}%]")
+    return "\n".join(lines)
 
 
 def _cmd_policies(args: argparse.Namespace) -> int:
@@ -79,6 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(sim)
     sim.set_defaults(func=_cmd_simulate)
+    for name, aa in (("ab", False), ("aa", True)):
+        p = sub.add_parser(
+            name, help="the main job: a simulated A/B test with a report" if not aa else
+            "an A/A test: the same experiment with every bucket on the control policy",
+            description=("Run a simulated A/B test: a pre-period served by the production policy trains "
+                         "the candidate policies, then each bucket (users split by a salted hash) is served "
+                         "by its own policy. Writes report.md, plots, metrics and logs. Buckets are set in "
+                         "the TOML file ([[buckets]] tables: name, policy, share, params).")
+            if not aa else "Run the configured experiment as an A/A test (every bucket on the control's policy).",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--config", metavar="FILE.toml", help="experiment config (e.g. studies/configs/NAME.toml)")
+        p.add_argument("--seed", type=int, help="world seed (overrides world.seed)")
+        p.add_argument("--out", metavar="DIR", help=f"run directory (default: runs/{name}-seed<N>-<time>)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        from simulator.experiment import ExperimentConfig
+        add_config_options(p, ExperimentConfig)
+        p.set_defaults(func=(lambda a, aa=aa: _cmd_ab(a, aa=aa)))
     pol = sub.add_parser("policies", help="list the registered policies, one line each")
     pol.set_defaults(func=_cmd_policies)
     return parser

@@ -60,19 +60,39 @@ class LogWriter:
 
     def __init__(self, root: str | Path, bucket_names: Sequence[str]):
         self.root = Path(root)
-        self.bucket_names = list(bucket_names)
+        self.bucket_names = list(bucket_names)   # may be replaced between days (A/B runner)
         self._chunks: dict[tuple[int, str], list[dict[str, np.ndarray]]] = defaultdict(list)
         self.rows_written = 0
         self.files: list[Path] = []
+        self._taken: dict[tuple[int, str], int] = {}
 
     def append(self, bucket: int, policy: str, keep: np.ndarray, columns: dict[str, np.ndarray]) -> None:
         """Buffer a chunk of rows; only rows where ``keep`` is true are written (masked in bulk later)."""
         if keep.any():
             self._chunks[(bucket, policy)].append({**columns, _KEEP: keep})
 
+    def take_new(self, bucket: int) -> pa.Table | None:
+        """Rows of ``bucket`` appended since the previous call (still written at the day's flush).
+
+        For online learners: the A/B runner turns them into observable LogData for ``update()``.
+        """
+        out = []
+        for (b, policy), parts in self._chunks.items():
+            if b != bucket:
+                continue
+            seen = self._taken.get((b, policy), 0)
+            new = parts[seen:]
+            self._taken[(b, policy)] = len(parts)
+            if new:
+                keep = np.concatenate([p[_KEEP] for p in new])
+                merged = {k: np.concatenate([p[k] for p in new])[keep] for k in new[0] if k != _KEEP}
+                out.append(columns_to_table(merged, bucket=self.bucket_names[b], policy=policy))
+        return pa.concat_tables(out) if out else None
+
     def flush_day(self, day: int) -> None:
         """Write everything buffered (all rows of ``day``) and clear the buffers."""
         chunks, self._chunks = self._chunks, defaultdict(list)
+        self._taken = {}
         by_bucket: dict[int, list[pa.Table]] = defaultdict(list)
         for (bucket, policy), parts in sorted(chunks.items()):
             keep = np.concatenate([p[_KEEP] for p in parts])

@@ -125,12 +125,36 @@ class Platform:
         self._next_request = 0
         self.env = simpy.Environment(initial_time=start_day * DAY_S)
         self._stores = [simpy.Store(self.env) for _ in self.buckets]
+        self._started = False
+
+    def set_buckets(self, buckets: Sequence[Bucket], assignment: np.ndarray) -> None:
+        """Switch the arms (e.g. from the pre-period to the experiment) between two serving rounds.
+
+        Call it from ``on_day_end``; the new buckets' ranking services start at once.
+        """
+        assignment = np.asarray(assignment)
+        n_users = self.world.users.n_users
+        if assignment.shape != (n_users,) or assignment.min() < 0 or assignment.max() >= len(buckets):
+            raise ValueError(f"assignment must be an array of {n_users} bucket indices in "
+                             f"[0, {len(buckets)}), got shape {assignment.shape}")
+        self.buckets, self.assignment = list(buckets), assignment
+        self._stores = [simpy.Store(self.env) for _ in self.buckets]
+        if self._started:
+            for bucket, store in zip(self.buckets, self._stores):
+                self.env.process(self.ranking_service(self.env, bucket, store))
+
+    def add_process(self, make: Callable[[simpy.Environment], object]) -> None:
+        """Start an extra SimPy process (a generator ``make(env)``), e.g. online policy updates."""
+        self.env.process(make(self.env))
 
     # ------------------------------------------------------------------ processes
     def run(self, days: int, progress: Callable[[int], None] | None = None) -> None:
         """Simulate ``days`` days from the start day; logs of each day are flushed at its end."""
         if days < 1:
             raise ValueError(f"days={days} must be >= 1")
+        if self._started:
+            raise RuntimeError("Platform.run can be called once; switch buckets with set_buckets()")
+        self._started = True
         end = (self.first_day + days) * DAY_S
         self.env.process(self.day_process(self.env, progress))
         self.env.process(self.clock(self.env))

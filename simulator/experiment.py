@@ -1,0 +1,283 @@
+"""Simulated A/B (and A/A) experiments: the main job, `satbed ab`.
+
+A run has a pre-period served by the stochastic production policy, whose logs train the
+candidate policies, then an experiment period in which every bucket (users assigned by a salted
+hash) is served by its own policy through the batched ranking service. Optionally each policy is
+retrained daily on the pre-period plus its own bucket's logs, and policies with an ``update``
+method are updated online between serving rounds. The run directory holds the resolved config,
+the logs, per-bucket-per-day metrics, the lift analysis, ``report.md`` and plots.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from simulator.atomic import atomic_write_text
+from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least, check_nonnegative,
+                              check_probability, dump_toml)
+from simulator.logs import LogWriter, read_impressions, write_frame
+from simulator.metrics import lift_table, metric_values, srm, submit_weights, user_sums
+from simulator.platform import Bucket, Platform
+from simulator.schema import ITEM_COLUMNS, USER_COLUMNS, LogData
+from simulator.simulate import prepare_run_dir, seed_streams, write_status
+from simulator.world import World
+
+ANALYSIS_COLUMNS = ("day", "ts", "user_id", "bucket", "watch_time", "duration", "effective_view", "skip", "like",
+                    "share", "comment", "follow", "dislike", "report", "survey_shown", "survey_type",
+                    "survey_submitted", "survey_answer", "true_p_satisfied")
+
+
+@dataclass(frozen=True, slots=True)
+class BucketConfig:
+    name: str = _f("control", "bucket name (letters, digits, '_' and '-')")
+    policy: str = _f("production", "registered policy serving the bucket (`satbed policies`)")
+    share: float = _f(0.5, "share of users assigned to the bucket")
+    params: dict = field(default_factory=dict, metadata={"doc": "keyword arguments of the policy"})
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(ch.isalnum() or ch in "_-" for ch in self.name):
+            raise ConfigError(f"bucket name={self.name!r} must be non-empty letters, digits, '_' or '-'")
+        check_probability("share", self.share)
+        if not isinstance(self.params, dict):
+            raise ConfigError(f"params={self.params!r} must be a table")
+
+
+DEFAULT_BUCKETS = (
+    BucketConfig("control", "production", 1 / 3),
+    BucketConfig("sasrec", "sasrec", 1 / 3),
+    BucketConfig("oracle", "oracle", 1 / 3),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentConfig:
+    """An A/B test on a world; ``world.platform.days`` is not used (see pre_days and days)."""
+    world: SimConfig = field(default_factory=SimConfig)
+    pre_days: int = _f(3, "days served by the production policy before the experiment (training logs)")
+    days: int = _f(7, "experiment days")
+    buckets: tuple[BucketConfig, ...] = field(default=DEFAULT_BUCKETS, metadata={"doc": "the arms"})
+    control: str = _f("control", "name of the control bucket")
+    salt: str = _f("satbed", "salt of the user-to-bucket hash")
+    retrain_daily: bool = _f(False, "refit each policy daily on the pre-period plus its bucket's logs")
+    update_interval_s: float = _f(3600.0, "seconds between online update() calls (0 = never)")
+    alpha: float = _f(0.05, "significance level of the lift analysis")
+    correction: str = _f("holm", "multiple-comparison correction: holm or bh")
+    torch_threads: int = _f(1, "torch threads (1 is fastest on a busy 2-core machine)")
+
+    def __post_init__(self) -> None:
+        check_int_at_least("pre_days", self.pre_days, 1)
+        check_int_at_least("days", self.days, 1)
+        check_int_at_least("torch_threads", self.torch_threads, 1)
+        check_nonnegative("update_interval_s", self.update_interval_s)
+        check_choice("correction", self.correction, ("holm", "bh"))
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
+        names = [b.name for b in self.buckets]
+        if len(names) < 2:
+            raise ConfigError(f"buckets must name at least two arms, got {names}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"bucket names must be unique, got {names}")
+        if self.control not in names:
+            raise ConfigError(f"control={self.control!r} is not a bucket; buckets: {', '.join(names)}")
+        total = sum(b.share for b in self.buckets)
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"bucket shares must sum to 1, got {total:.6g}")
+
+    @property
+    def control_bucket(self) -> BucketConfig:
+        return next(b for b in self.buckets if b.name == self.control)
+
+    def as_aa(self) -> ExperimentConfig:
+        """The same experiment with every bucket served by the control's policy (an A/A test)."""
+        c = self.control_bucket
+        return replace(self, buckets=tuple(replace(b, policy=c.policy, params=dict(c.params))
+                                           for b in self.buckets))
+
+
+def assign_buckets(n_users: int, shares: list[float], salt: str) -> np.ndarray:
+    """Bucket index of every user from a salted hash, deterministic like a production splitter."""
+    u = np.array([int.from_bytes(hashlib.blake2b(f"{salt}:{i}".encode(), digest_size=8).digest(), "big")
+                  for i in range(n_users)], dtype=np.float64) / 2.0 ** 64
+    return np.searchsorted(np.cumsum(shares)[:-1], u, side="right")
+
+
+class PlatformState:
+    """Read-only view of the per-user state an oracle policy may read (never given to others)."""
+
+    def __init__(self, platform: Platform):
+        self._platform = platform
+
+    @property
+    def active(self) -> np.ndarray:
+        return self._platform.active
+
+    @property
+    def fatigue(self) -> np.ndarray:
+        return self._platform.fatigue
+
+
+@dataclass
+class ExperimentResult:
+    run_dir: Path
+    lifts: pd.DataFrame
+    daily: pd.DataFrame
+    daily_lifts: pd.DataFrame
+    srm_p_value: float
+    timings: dict[str, float]
+
+
+def _observable(frame: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame) -> LogData:
+    return LogData(frame, items, users).observable()
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = False, progress: bool = True,
+                   overwrite: bool = False, report: bool = True) -> ExperimentResult:
+    """Run a simulated A/B test (or, with ``aa``, an A/A test) and write its run directory."""
+    import torch
+
+    from policies import make_policy
+    if aa:
+        config = config.as_aa()
+    policies = {b.name: make_policy(b.policy, **b.params) for b in config.buckets}   # fail before writing
+    out = prepare_run_dir(Path(out), overwrite=overwrite)
+    started = time.perf_counter()
+    timings: dict[str, float] = {"simulate": 0.0, "train": 0.0, "update": 0.0}
+    write_status(out, "running", days_done=0, kind="aa" if aa else "ab")
+    dump_toml(config, out / "config.toml")
+    torch.set_num_threads(config.torch_threads)
+
+    world_cfg = config.world
+    streams = seed_streams(world_cfg.seed)
+    world = World.generate(world_cfg, np.random.default_rng(streams["world"]))
+    items, users = world.catalog.table(), world.users.table()
+    write_frame(items, out / "items.parquet", ITEM_COLUMNS)
+    write_frame(users, out / "users.parquet", USER_COLUMNS)
+    obs_items, obs_users = LogData(pd.DataFrame(), items, users).observable().items, \
+        LogData(pd.DataFrame(), items, users).observable().users
+    names = [b.name for b in config.buckets]
+    assignment = assign_buckets(world.users.n_users, [b.share for b in config.buckets], config.salt)
+    bucket_seeds = streams["buckets"].spawn(len(names) + 1)
+    policy_rngs = [np.random.default_rng(s) for s in streams["policy"].spawn(len(names))]
+
+    writer = LogWriter(out / "logs", ["pre"])
+    production = make_policy("production", temperature=world_cfg.platform.temperature)
+    production.fit(_observable(pd.DataFrame(), items, users), rng=np.random.default_rng(0))
+    pre = Bucket.from_seed("pre", production, 0, bucket_seeds[0])
+    buckets = [Bucket.from_seed(n, policies[n], i, bucket_seeds[i + 1]) for i, n in enumerate(names)]
+    last_day = config.pre_days + config.days - 1
+    clock = {"t": time.perf_counter()}
+
+    def own_logs(bucket: str, upto: int) -> LogData:
+        pre_logs = read_impressions(out / "logs", days=range(config.pre_days))
+        mine = read_impressions(out / "logs", days=range(config.pre_days, upto + 1), buckets=[bucket])
+        return _observable(pd.concat([pre_logs, mine], ignore_index=True), items, users)
+
+    def fit_all(day: int) -> None:
+        t0 = time.perf_counter()
+        train = _observable(read_impressions(out / "logs", days=range(config.pre_days)), items, users)
+        for i, name in enumerate(names):
+            policy = policies[name]
+            if getattr(policy, "requires_world", False):
+                policy.attach(world, PlatformState(platform))
+            data = train if day < config.pre_days else own_logs(name, day)
+            policy.fit(data, rng=policy_rngs[i])
+        timings["train"] += time.perf_counter() - t0
+
+    def online_updates(env, bucket: Bucket):
+        while True:
+            yield env.timeout(config.update_interval_s)
+            table = writer.take_new(bucket.index)
+            if table is not None and table.num_rows:
+                t0 = time.perf_counter()
+                bucket.policy.update(_observable(table.to_pandas(), obs_items, obs_users))
+                timings["update"] += time.perf_counter() - t0
+
+    def on_day_end(day: int) -> None:
+        timings["simulate"] += time.perf_counter() - clock["t"]
+        if day == config.pre_days - 1:
+            fit_all(day)
+            writer.bucket_names = names
+            platform.set_buckets(buckets, assignment)
+            if config.update_interval_s > 0:
+                for b in buckets:
+                    if callable(getattr(b.policy, "update", None)):
+                        platform.add_process(lambda env, b=b: online_updates(env, b))
+        elif config.retrain_daily and config.pre_days <= day < last_day:
+            fit_all(day)
+        write_status(out, "running", days_done=day + 1, days_total=last_day + 1, kind="aa" if aa else "ab")
+        bar.update(1)
+        clock["t"] = time.perf_counter()
+
+    platform = Platform(world, [pre], np.zeros(world.users.n_users, dtype=np.int64), writer,
+                        streams["arrivals"], on_day_end=on_day_end)
+    with tqdm(total=last_day + 1, desc="A/A test" if aa else "A/B test", unit="day", disable=not progress) as bar:
+        try:
+            platform.run(last_day + 1)
+        except BaseException as err:
+            write_status(out, "incomplete", reason=f"{type(err).__name__}: {err}",
+                         note="this run directory is partial; rerun with --overwrite")
+            raise
+
+    t0 = time.perf_counter()
+    result = analyse(out, config, names, assignment, users, timings)
+    timings["analyse"] = time.perf_counter() - t0
+    if report:
+        from simulator.report import write_report
+        t0 = time.perf_counter()
+        write_report(out, config, result, aa=aa)
+        timings["report"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    atomic_write_text(out / "timings.json", json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2))
+    write_status(out, "complete", days_done=last_day + 1, kind="aa" if aa else "ab",
+                 seconds=round(timings["total"], 1))
+    return result
+
+
+def analyse(out: Path, config: ExperimentConfig, names: list[str], assignment: np.ndarray,
+            users: pd.DataFrame, timings: dict[str, float]) -> ExperimentResult:
+    """Per-bucket-per-day metrics, daily and overall lifts vs control, SRM; writes the CSVs."""
+    days = list(range(config.pre_days, config.pre_days + config.days))
+    logs = read_impressions(out / "logs", days=days, columns=ANALYSIS_COLUMNS)
+    weights = submit_weights(logs, users)
+    bucket_of = logs["bucket"].astype(str).to_numpy()
+    members = {n: np.flatnonzero(assignment == i) for i, n in enumerate(names)}
+    overall, daily_rows, daily_lift_rows = {}, [], []
+    for n in names:
+        sel = bucket_of == n
+        overall[n] = user_sums(logs[sel], members[n], len(days), weights[sel])
+    day_col = logs["day"].to_numpy()
+    for d in days:
+        sums = {}
+        for n in names:
+            sel = (bucket_of == n) & (day_col == d)
+            sums[n] = user_sums(logs[sel], members[n], 1, weights[sel])
+            daily_rows.append({"bucket": n, "day": d, **metric_values(sums[n])})
+        table = lift_table(sums, config.control, alpha=config.alpha, correction=config.correction)
+        table.insert(1, "day", d)
+        daily_lift_rows.append(table)
+    lifts = lift_table(overall, config.control, alpha=config.alpha, correction=config.correction)
+    daily = pd.DataFrame(daily_rows)
+    daily_lifts = pd.concat(daily_lift_rows, ignore_index=True)
+    shares = {b.name: b.share for b in config.buckets}
+    srm_result = srm({n: len(members[n]) for n in names}, shares)
+    overall_rows = pd.DataFrame([{"bucket": n, **metric_values(overall[n])} for n in names])
+    for name, frame in (("metrics.csv", daily), ("lifts.csv", lifts), ("daily_lifts.csv", daily_lifts),
+                        ("metrics_overall.csv", overall_rows)):
+        atomic_write_text(out / name, frame.to_csv(index=False, float_format="%.10g"))
+    return ExperimentResult(out, lifts, daily, daily_lifts, float(srm_result.p_value), timings)
+
+
+def default_out(prefix: str, seed: int) -> Path:
+    return Path("runs") / f"{prefix}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_overall(run_dir: str | Path) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / "metrics_overall.csv")
+

@@ -1,0 +1,181 @@
+"""The A/B report: `report.md` with the lift table and a plain-language reading, and PNG plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from simulator.atomic import atomic_path, atomic_write_text  # noqa: E402
+from simulator.metrics import METRICS, METRICS_BY_NAME  # noqa: E402
+
+PLOT_METRICS = ("aut", "avt", "p2n", "skip_rate", "survey_like_rate", "survey_like_rate_debiased",
+                "survey_issue_rate_debiased", "oracle_satisfaction")
+COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+
+
+def _oracle_buckets(config) -> set[str]:
+    from policies.base import _REGISTRY
+    out = set()
+    for b in config.buckets:
+        cls = _REGISTRY.get(b.policy, (None,))[0]
+        if getattr(cls, "is_oracle", False):
+            out.add(b.name)
+    return out
+
+
+def _pct(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{100 * x:+.2f}%"
+
+
+def _p(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:.3g}"
+
+
+def _fmt(value: float, metric) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    if metric.name in ("aut", "avt"):
+        return f"{value:.1f} s"
+    if metric.name == "p2n":
+        return f"{value:.2f}"
+    return f"{100 * value:.2f}%"
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_daily_lifts(daily_lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Path:
+    """One panel per key metric: daily relative lift vs control with 95% CI bands per bucket."""
+    metrics = [m for m in PLOT_METRICS if m in set(daily_lifts["metric"])]
+    cols = 4
+    rows = int(np.ceil(len(metrics) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), constrained_layout=True, squeeze=False)
+    buckets = list(dict.fromkeys(daily_lifts["bucket"]))
+    for ax, name in zip(axes.ravel(), metrics):
+        sub = daily_lifts[daily_lifts["metric"] == name]
+        for color, bucket in zip(COLORS, buckets):
+            d = sub[sub["bucket"] == bucket].sort_values("day")
+            label = bucket + (" (oracle)" if bucket in oracle else "")
+            ax.plot(d["day"], 100 * d["lift"], "o-", color=color, label=label, ms=3)
+            ax.fill_between(d["day"], 100 * d["lift_ci_low"], 100 * d["lift_ci_high"], color=color, alpha=0.15)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(METRICS_BY_NAME[name].label, fontsize=9)
+        ax.set_xlabel("day")
+        ax.set_ylabel("lift vs control (%)")
+    for ax in axes.ravel()[len(metrics):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=8)
+    _save(fig, path)
+    return path
+
+
+def plot_overall_lifts(lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Path:
+    """Horizontal bars of the overall lift per metric and bucket, with 95% CIs."""
+    metrics = [m.name for m in METRICS if m.name in set(lifts["metric"])]
+    buckets = list(dict.fromkeys(lifts["bucket"]))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(metrics) * max(len(buckets), 1) + 1.5), constrained_layout=True)
+    height = 0.8 / max(len(buckets), 1)
+    for k, (color, bucket) in enumerate(zip(COLORS, buckets)):
+        sub = lifts[lifts["bucket"] == bucket].set_index("metric").reindex(metrics)
+        y = np.arange(len(metrics)) + k * height
+        lift = 100 * sub["lift"].to_numpy(dtype=float)
+        err = np.vstack([lift - 100 * sub["lift_ci_low"].to_numpy(dtype=float),
+                         100 * sub["lift_ci_high"].to_numpy(dtype=float) - lift])
+        ax.barh(y, lift, height=height, color=color, xerr=np.nan_to_num(err), capsize=2,
+                label=bucket + (" (oracle: upper bound)" if bucket in oracle else ""))
+    ax.set_yticks(np.arange(len(metrics)) + height * (len(buckets) - 1) / 2)
+    ax.set_yticklabels([METRICS_BY_NAME[m].label for m in metrics], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("lift vs control over the experiment (%), 95% CI")
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+    return path
+
+
+def reading(lifts: pd.DataFrame, oracle: set[str], control: str, aa: bool) -> list[str]:
+    """Plain-language sentences on the significant (after correction) and oracle results."""
+    lines = []
+    for bucket in dict.fromkeys(lifts["bucket"]):
+        sub = lifts[lifts["bucket"] == bucket]
+        sig = sub[sub["significant"].fillna(False).astype(bool)]
+        tag = " (the oracle: it reads the ground truth, so this is an upper bound, not a deployable policy)" \
+            if bucket in oracle else ""
+        if sig.empty:
+            lines.append(f"- **{bucket}**{tag}: no metric differs from {control} significantly after correction.")
+        else:
+            parts = []
+            for _, r in sig.iterrows():
+                m = METRICS_BY_NAME[r["metric"]]
+                good = (r["difference"] > 0) == m.higher_is_better
+                parts.append(f"{m.label} {_pct(r['lift'])} [{_pct(r['lift_ci_low'])}, {_pct(r['lift_ci_high'])}]"
+                             f" ({'better' if good else 'worse'})")
+            lines.append(f"- **{bucket}**{tag}: " + "; ".join(parts) + ".")
+        o = sub[sub["metric"] == "oracle_satisfaction"]
+        if not o.empty and np.isfinite(o["lift"].iloc[0]):
+            lines.append(f"  Ground truth: its users' mean satisfaction moved {_pct(o['lift'].iloc[0])} "
+                         f"[{_pct(o['lift_ci_low'].iloc[0])}, {_pct(o['lift_ci_high'].iloc[0])}] vs {control} "
+                         "(oracle metric, not observable on a real platform).")
+    if aa:
+        lines.append("- This is an **A/A test**: every bucket runs the same policy, so about "
+                     "alpha of the uncorrected tests are expected to reject by chance.")
+    return lines
+
+
+def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
+    oracle = _oracle_buckets(config)
+    plot_daily_lifts(result.daily_lifts, out / "daily_lifts.png", oracle)
+    plot_overall_lifts(result.lifts, out / "lifts.png", oracle)
+    lifts = result.lifts
+    title = "A/A test" if aa else "A/B test"
+    lines = [f"# {title} report", "",
+             f"World seed {config.world.seed}; {config.world.users.n_users:,} users, "
+             f"{config.world.catalog.n_items:,} items; pre-period {config.pre_days} days (production policy), "
+             f"experiment {config.days} days; daily retraining {'on' if config.retrain_daily else 'off'}.", "",
+             "| bucket | policy | share | users |", "|---|---|---|---|"]
+    overall = pd.read_csv(out / "metrics_overall.csv").set_index("bucket")
+    for b in config.buckets:
+        flag = " **(oracle: upper bound)**" if b.name in oracle else ""
+        lines.append(f"| {b.name} | `{b.policy}`{flag} | {b.share:.3f} | {int(overall.loc[b.name, 'users']):,} |")
+    lines += ["", f"Sample-ratio-mismatch check (assigned users vs shares): p = {result.srm_p_value:.3g}"
+              + (" — **mismatch, do not trust the lifts**" if result.srm_p_value < 1e-3 else " (no mismatch)."), "",
+              "## Reading", "", *reading(lifts, oracle, config.control, aa), "",
+              f"## Lifts vs `{config.control}` over the experiment", "",
+              "Ratio metrics use the delta method on per-user sums, AUT and active-day rate Welch's test on "
+              f"per-user values; p-values are {config.correction}-corrected over all non-oracle tests. "
+              "The response-debiased survey rates reweight respondents by 1 / P̂(submit | shown) from a "
+              "submit model on observable behaviour (USM Eq. 13); where answering depends on the latent "
+              "satisfaction itself they can be further from the truth than the raw rate — compare them "
+              "with the oracle satisfaction row.", "",
+              "| bucket | metric | control | treatment | lift | 95% CI | p | p adj. |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in lifts.iterrows():
+        m = METRICS_BY_NAME[r["metric"]]
+        if "control" not in r or pd.isna(r.get("control")):
+            lines.append(f"| {r['bucket']} | {m.label} | n/a | n/a | n/a | | | |")
+            continue
+        star = " *" if bool(r["significant"]) else ""
+        name = m.label + (" (oracle)" if m.oracle else "")
+        lines.append(f"| {r['bucket']} | {name} | {_fmt(r['control'], m)} | {_fmt(r['treatment'], m)} | "
+                     f"{_pct(r['lift'])}{star} | [{_pct(r['lift_ci_low'])}, {_pct(r['lift_ci_high'])}] | "
+                     f"{r['p_value']:.3g} | {_p(r['p_adjusted'])} |")
+    lines += ["", "`*` significant at alpha = "
+              f"{config.alpha} after correction.", "",
+              "## Daily lifts", "", "![daily lifts](daily_lifts.png)", "",
+              "## Overall lifts", "", "![overall lifts](lifts.png)", "",
+              "## Files", "",
+              "`metrics.csv` (per bucket and day), `metrics_overall.csv`, `lifts.csv`, `daily_lifts.csv`, "
+              "`logs/` (Parquet, by day and bucket; days before the experiment are the pre-period, bucket `pre`), "
+              "`config.toml` (reproduces this run), `timings.json`."]
+    if (out / "timings.json").exists():
+        lines.append("Timings: " + json.dumps(json.loads((out / "timings.json").read_text())))
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    return out / "report.md"

@@ -1,0 +1,177 @@
+"""The A/B runner: assignment, reproducibility, report files, incomplete runs, A/A validity."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from policies import register_policy
+from simulator.config import ConfigError, from_dict, load_toml
+from simulator.experiment import BucketConfig, ExperimentConfig, assign_buckets, run_experiment
+from tests_support import tiny
+
+BUCKETS = (BucketConfig("control", "production", 0.4), BucketConfig("rand", "random", 0.3),
+           BucketConfig("oracle", "oracle", 0.3))
+
+
+def small(seed=0, n_users=300, buckets=BUCKETS, **kw):
+    return ExperimentConfig(world=tiny(n_users=n_users, seed=seed), pre_days=1, days=2, buckets=buckets, **kw)
+
+
+@register_policy("_test_crash", "test only: raises on the 5th serving call")
+@dataclass
+class CrashPolicy:
+    temperature: float | None = None
+    calls: int = field(default=0, init=False)
+
+    def fit(self, train, *, rng):
+        return self
+
+    def score(self, batch):
+        self.calls += 1
+        if self.calls == 5:
+            raise RuntimeError("ranker crashed")
+        return np.zeros(batch.candidates.shape)
+
+
+def test_salted_hash_assignment():
+    a = assign_buckets(20000, [0.5, 0.3, 0.2], "s1")
+    assert np.array_equal(a, assign_buckets(20000, [0.5, 0.3, 0.2], "s1"))      # deterministic
+    assert not np.array_equal(a, assign_buckets(20000, [0.5, 0.3, 0.2], "s2"))  # salted
+    shares = np.bincount(a, minlength=3) / 20000
+    assert np.allclose(shares, [0.5, 0.3, 0.2], atol=0.015)
+
+
+BAD = [
+    ({"buckets": (BucketConfig("a", "production", 1.0),)}, "at least two arms"),
+    ({"buckets": (BucketConfig("a", "production", 0.5), BucketConfig("a", "random", 0.5))}, "unique"),
+    ({"control": "a", "buckets": (BucketConfig("a", "production", 0.5), BucketConfig("b", "random", 0.4))},
+     "sum to 1"),
+    ({"control": "nope", "buckets": BUCKETS}, "control='nope' is not a bucket"),
+    ({"days": 0}, "days=0 must be an integer >= 1"),
+    ({"correction": "bonferroni"}, "correction='bonferroni' must be one of"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), BAD)
+def test_bad_experiment_configs(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        ExperimentConfig(**kwargs)
+
+
+def test_bad_bucket_name_and_toml_buckets():
+    with pytest.raises(ConfigError, match="bucket name='a b'"):
+        BucketConfig("a b")
+    config = from_dict(ExperimentConfig, {"buckets": [{"name": "c", "policy": "production", "share": 0.5},
+                                                      {"name": "t", "policy": "random", "share": 0.5,
+                                                       "params": {"temperature": 2.0}}], "control": "c"})
+    assert config.buckets[1].params == {"temperature": 2.0}
+
+
+def test_unknown_policy_fails_before_writing(tmp_path):
+    config = small(buckets=(BucketConfig("control", "production", 0.5), BucketConfig("t", "nope", 0.5)))
+    with pytest.raises(KeyError, match="unknown policy 'nope'"):
+        run_experiment(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def ab_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ab") / "run"
+    return run_experiment(small(seed=3), out, progress=False), out
+
+
+def test_run_directory_contents(ab_run):
+    result, out = ab_run
+    names = {p.name for p in out.iterdir()}
+    assert {"config.toml", "report.md", "metrics.csv", "lifts.csv", "daily_lifts.csv", "daily_lifts.png",
+            "lifts.png", "logs", "items.parquet", "users.parquet", "status.json"} <= names
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+    days = sorted(p.name for p in (out / "logs").iterdir())
+    assert days == ["day=0000", "day=0001", "day=0002"]
+    assert sorted(p.name for p in (out / "logs" / "day=0000").iterdir()) == ["bucket=pre"]
+    assert sorted(p.name for p in (out / "logs" / "day=0002").iterdir()) == \
+        ["bucket=control", "bucket=oracle", "bucket=rand"]
+    report = (out / "report.md").read_text()
+    assert "oracle: upper bound" in report and "| rand | average user watch time" in report
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert set(metrics["bucket"]) == {"control", "rand", "oracle"} and set(metrics["day"]) == {1, 2}
+    assert load_toml(ExperimentConfig, out / "config.toml") == small(seed=3)
+
+
+def test_buckets_serve_their_own_policy(ab_run):
+    _, out = ab_run
+    from simulator.logs import read_impressions
+    logs = read_impressions(out / "logs", days=[1, 2])
+    assert (logs.groupby("bucket", observed=True)["policy"].agg(lambda s: set(s.astype(str)))
+            .to_dict() == {"control": {"production"}, "rand": {"random"}, "oracle": {"oracle"}})
+    # a user stays in one bucket, and it is the hash's bucket
+    assert (logs.groupby("user_id")["bucket"].nunique() == 1).all()
+    expected = assign_buckets(300, [0.4, 0.3, 0.3], "satbed")
+    names = np.array(["control", "rand", "oracle"])
+    assert (logs["bucket"].astype(str).to_numpy() == names[expected[logs["user_id"].to_numpy()]]).all()
+    # the deterministic oracle logs no propensity; the stochastic production policy does
+    assert logs.loc[logs["bucket"] == "oracle", "propensity"].isna().all()
+    assert logs.loc[logs["bucket"] == "control", "propensity"].notna().all()
+
+
+def test_oracle_beats_random_on_the_truth(ab_run):
+    result, _ = ab_run
+    lifts = result.lifts.set_index(["bucket", "metric"])
+    assert lifts.loc[("oracle", "oracle_satisfaction"), "lift_ci_low"] > 0.2
+    assert lifts.loc[("rand", "oracle_satisfaction"), "lift_ci_high"] < 0
+
+
+def test_lift_table_matches_per_bucket_values(ab_run):
+    result, out = ab_run
+    overall = pd.read_csv(out / "metrics_overall.csv").set_index("bucket")
+    lifts = result.lifts.set_index(["bucket", "metric"])
+    for bucket in ("rand", "oracle"):
+        for metric in ("avt", "aut", "skip_rate"):
+            row = lifts.loc[(bucket, metric)]
+            assert row["control"] == pytest.approx(overall.loc["control", metric])
+            assert row["treatment"] == pytest.approx(overall.loc[bucket, metric])
+            assert row["lift"] == pytest.approx(row["treatment"] / row["control"] - 1)
+
+
+def test_rerun_reproduces_metrics_exactly(ab_run, tmp_path):
+    _, out = ab_run
+    run_experiment(small(seed=3), tmp_path / "again", progress=False, report=False)
+    a = (out / "metrics.csv").read_text()
+    assert a == (tmp_path / "again" / "metrics.csv").read_text()
+    assert (out / "lifts.csv").read_text() == (tmp_path / "again" / "lifts.csv").read_text()
+
+
+def test_interrupted_run_is_marked_incomplete(tmp_path):
+    config = small(buckets=(BucketConfig("control", "production", 0.5), BucketConfig("t", "_test_crash", 0.5)))
+    with pytest.raises(RuntimeError, match="ranker crashed"):
+        run_experiment(config, tmp_path / "run", progress=False)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "incomplete" and "ranker crashed" in status["reason"]
+    assert not (tmp_path / "run" / "report.md").exists() and not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_aa_uses_the_control_policy_everywhere():
+    config = small().as_aa()
+    assert {b.policy for b in config.buckets} == {"production"}
+    assert [b.name for b in config.buckets] == ["control", "rand", "oracle"]
+
+
+@pytest.mark.slow
+def test_aa_rejection_rate(tmp_path):
+    """Over 100 small seeded A/A runs the AUT test rejects at a rate in [0.02, 0.10] (alpha 0.05)."""
+    buckets = (BucketConfig("control", "production", 0.5), BucketConfig("twin", "production", 0.5))
+    rejections, pvalues = 0, []
+    for seed in range(100):
+        config = replace(small(seed=1000 + seed, n_users=240, buckets=buckets), days=1)
+        result = run_experiment(config, tmp_path / f"aa{seed}", progress=False, report=False)
+        row = result.lifts.set_index("metric").loc["aut"]
+        pvalues.append(row["p_value"])
+        rejections += row["p_value"] < 0.05
+    rate = rejections / 100
+    assert 0.02 <= rate <= 0.10, f"A/A rejection rate {rate}"
+    # p-values of a valid test are roughly uniform: not piled up near 0
+    assert np.mean(np.array(pvalues) < 0.5) < 0.65
