@@ -79,25 +79,28 @@ def plot_daily_lifts(daily_lifts: pd.DataFrame, path: Path, oracle: set[str]) ->
 
 
 def plot_overall_lifts(lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Path:
-    """Horizontal bars of the overall lift per metric and bucket, with 95% CIs."""
+    """Small multiples, one panel per metric (own scale): overall lift per bucket with its 95% CI."""
     metrics = [m.name for m in METRICS if m.name in set(lifts["metric"])]
     buckets = list(dict.fromkeys(lifts["bucket"]))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(metrics) * max(len(buckets), 1) + 1.5), constrained_layout=True)
-    height = 0.8 / max(len(buckets), 1)
-    for k, (color, bucket) in enumerate(zip(COLORS, buckets)):
-        sub = lifts[lifts["bucket"] == bucket].set_index("metric").reindex(metrics)
-        y = np.arange(len(metrics)) + k * height
+    cols = 4
+    rows = int(np.ceil(len(metrics) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.5 * len(buckets) * rows + 1.3 * rows),
+                             constrained_layout=True, squeeze=False)
+    for ax, name in zip(axes.ravel(), metrics):
+        sub = lifts[lifts["metric"] == name].set_index("bucket").reindex(buckets)
         lift = 100 * sub["lift"].to_numpy(dtype=float)
         err = np.vstack([lift - 100 * sub["lift_ci_low"].to_numpy(dtype=float),
                          100 * sub["lift_ci_high"].to_numpy(dtype=float) - lift])
-        ax.barh(y, lift, height=height, color=color, xerr=np.nan_to_num(err), capsize=2,
-                label=bucket + (" (oracle: upper bound)" if bucket in oracle else ""))
-    ax.set_yticks(np.arange(len(metrics)) + height * (len(buckets) - 1) / 2)
-    ax.set_yticklabels([METRICS_BY_NAME[m].label for m in metrics], fontsize=8)
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("lift vs control over the experiment (%), 95% CI")
-    ax.legend(fontsize=8, loc="best")
+        y = np.arange(len(buckets))
+        ax.barh(y, np.nan_to_num(lift), color=COLORS[:len(buckets)], xerr=np.nan_to_num(err), capsize=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels([b + (" (oracle)" if b in oracle else "") for b in buckets], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(METRICS_BY_NAME[name].label, fontsize=9)
+        ax.set_xlabel("lift vs control (%)", fontsize=8)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.axis("off")
     _save(fig, path)
     return path
 
