@@ -1,4 +1,4 @@
-"""Baseline policies that need no training: uniform random and the stochastic production policy."""
+"""Baseline policies: uniform random, the stochastic production policy, and most-popular."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +7,7 @@ from typing import Self
 import numpy as np
 
 from policies.base import check_fitted, register_policy
+from policies.data import check_observable, n_items_of
 from simulator.schema import LogData, RankBatch
 
 
@@ -18,6 +19,7 @@ class RandomPolicy:
     fitted_: bool = field(default=False, init=False)
 
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
+        check_observable(train, required=(), allow_empty=True)   # learns nothing, but sees no oracle
         self.fitted_ = True
         return self
 
@@ -50,6 +52,7 @@ class ProductionPolicy:
     _item_cache: tuple | None = field(default=None, init=False, repr=False)
 
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
+        check_observable(train, required=(), allow_empty=True)   # reads only the feature store
         self.fitted_ = True
         return self
 
@@ -81,6 +84,60 @@ class ProductionPolicy:
         terms = self.w_pop * pop + self.w_like * np.log(rate / mean_rate)
         self._item_cache = (key, terms)
         return terms
+
+
+@register_policy("most_popular", "most effective views in the training logs (deterministic; "
+                                 "counts grow with update())")
+@dataclass
+class MostPopular:
+    """Scores every candidate by ``log1p(effective views)``: the same ranking for every user.
+
+    Args:
+        temperature: None ranks deterministically by the counts.
+        source: ``"train"`` (default) counts the effective views in the logs given to ``fit``
+            and adds those of every ``update()``, so the counts follow the bucket's own traffic
+            through the protocol; ``"live"`` reads the feature store's cumulative
+            ``item_clicks`` at serving time instead (everything the platform has observed,
+            every bucket's traffic included, training period included), plus 1e-6 times the
+            training-log score as a tie-break.
+    """
+    temperature: float | None = None
+    source: str = "train"
+    fitted_: bool = field(default=False, init=False)
+    counts_: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
+        if self.source not in ("train", "live"):
+            raise ValueError(f"source={self.source!r} must be 'train' or 'live'")
+        check_observable(train, required=("item_id", "effective_view"))
+        self.counts_ = self._counts(train, n_items_of(train))
+        self.fitted_ = True
+        return self
+
+    def update(self, new: LogData) -> None:
+        """Add the effective views of ``new`` to the counts."""
+        check_fitted(self)
+        if len(new.impressions) == 0:
+            return
+        check_observable(new, required=("item_id", "effective_view"), where="new")
+        extra = self._counts(new, max(n_items_of(new), len(self.counts_)))
+        extra[:len(self.counts_)] += self.counts_
+        self.counts_ = extra
+
+    def score(self, batch: RankBatch) -> np.ndarray:
+        check_fitted(self)
+        cands = np.asarray(batch.candidates)
+        known = cands < len(self.counts_)
+        train = np.log1p(np.where(known, self.counts_[np.where(known, cands, 0)], 0.0))  # unseen: 0
+        if self.source == "train":
+            return train
+        return np.log1p(batch.features.item_clicks[cands].astype(np.float64)) + 1e-6 * train
+
+    @staticmethod
+    def _counts(data: LogData, n_items: int) -> np.ndarray:
+        frame = data.impressions
+        clicked = frame["item_id"].to_numpy()[frame["effective_view"].to_numpy(bool)]
+        return np.bincount(clicked, minlength=n_items).astype(np.float64)
 
 
 def _leaf_to_l2(leaf: np.ndarray, l2: np.ndarray, n_leaves: int) -> np.ndarray:

@@ -1,0 +1,40 @@
+"""The README's "Writing a policy" example registers a policy that passes check_policy."""
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import policies
+from policies import base, make_policy
+from policies.checks import check_policy
+
+ROOT = Path(policies.__file__).parent.parent
+
+
+def _section() -> str:
+    """The "## Policies" section of README.md, or its draft beside the package until merged."""
+    readme = ROOT / "README.md"
+    if readme.exists():
+        match = re.search(r"^## Policies\n(.*?)(?=^## |\Z)", readme.read_text(), re.S | re.M)
+        if match and "### Writing a policy" in match.group(1):
+            return match.group(1)
+    return (ROOT / "policies" / "README_SECTION.md").read_text()
+
+
+def test_readme_example_policy_passes_check_policy(tiny_world, monkeypatch, tmp_path):
+    section = _section()
+    code = re.search(r"### Writing a policy.*?```python\n(.*?)```", section, re.S).group(1)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 75
+    (tmp_path / "readme_policy_example.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))   # register it for this test only
+    monkeypatch.delitem(sys.modules, "readme_policy_example", raising=False)
+    importlib.import_module("readme_policy_example")
+    ran = check_policy(lambda: make_policy("mean_pool", d=8), tiny_world.train, tiny_world.batch())
+    assert "deterministic" in ran and "refuses_oracle" in ran and "imports" in ran
+    fitted = make_policy("mean_pool").fit(tiny_world.train, rng=np.random.default_rng(0))
+    assert 1 <= len(fitted.history_) <= 5
