@@ -9,28 +9,10 @@ import numpy as np
 import pandas as pd
 
 from estimators import hit_rate, ndcg
-from policies.data import (DISSATISFIED_ANSWERS, SATISFIED_ANSWERS, chronological_order, leave_last_out_logs,
-                           n_items_of, positive_keys, sample_negatives, user_sequences)
-from simulator.features import FeatureStore, ItemAttributes
+from policies.data import leave_last_out_logs, n_items_of, positive_keys, sample_negatives, user_sequences
+from simulator.features import FeatureStore
 from simulator.schema import LogData, RankBatch
-
-
-def feature_store_from(data: LogData) -> FeatureStore:
-    """A feature store that has recorded ``data``'s impressions in time order, as the platform
-    would have while serving them."""
-    it = data.items
-    attrs = ItemAttributes(l1=it["l1"].to_numpy(), l2=it["l2"].to_numpy(), leaf=it["leaf"].to_numpy(),
-                           author=it["author_id"].to_numpy(), duration=it["duration"].to_numpy())
-    store = FeatureStore(len(data.users), attrs)
-    f = data.impressions.iloc[chronological_order(data.impressions)]
-    answer = f["survey_answer"].astype(object)
-    store.record(f["user_id"].to_numpy(), f["item_id"].to_numpy(),
-                 effective_view=f["effective_view"].to_numpy(bool), skip=f["skip"].to_numpy(bool),
-                 like=f["like"].to_numpy(bool),
-                 survey_satisfied=answer.isin(SATISFIED_ANSWERS).to_numpy(),
-                 survey_dissatisfied=answer.isin(DISSATISFIED_ANSWERS).to_numpy(),
-                 survey_submitted=f["survey_submitted"].to_numpy(bool))
-    return store
+from studies.offline import feature_store_from  # noqa: F401  (re-exported for the tests)
 
 
 @dataclass(frozen=True)
