@@ -64,7 +64,7 @@ def plot_daily_lifts(daily_lifts: pd.DataFrame, path: Path, oracle: set[str]) ->
         sub = daily_lifts[daily_lifts["metric"] == name]
         for color, bucket in zip(COLORS, buckets):
             d = sub[sub["bucket"] == bucket].sort_values("day")
-            label = bucket + (" (oracle)" if bucket in oracle else "")
+            label = bucket + (" (upper bound)" if bucket in oracle else "")
             ax.plot(d["day"], 100 * d["lift"], "o-", color=color, label=label, ms=3)
             ax.fill_between(d["day"], 100 * d["lift_ci_low"], 100 * d["lift_ci_high"], color=color, alpha=0.15)
         ax.axhline(0, color="black", lw=0.8)
@@ -94,7 +94,7 @@ def plot_overall_lifts(lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Pat
         y = np.arange(len(buckets))
         ax.barh(y, np.nan_to_num(lift), color=COLORS[:len(buckets)], xerr=np.nan_to_num(err), capsize=3)
         ax.set_yticks(y)
-        ax.set_yticklabels([b + (" (oracle)" if b in oracle else "") for b in buckets], fontsize=8)
+        ax.set_yticklabels([b + ("\n(upper bound)" if b in oracle else "") for b in buckets], fontsize=8)
         ax.invert_yaxis()
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(METRICS_BY_NAME[name].label, fontsize=9)
