@@ -162,6 +162,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
     obs_items, obs_users = LogData(pd.DataFrame(), items, users).observable().items, \
         LogData(pd.DataFrame(), items, users).observable().users
     names = [b.name for b in config.buckets]
+    b_policy = {b.name: b.policy for b in config.buckets}
     assignment = assign_buckets(world.users.n_users, [b.share for b in config.buckets], config.salt)
     bucket_seeds = streams["buckets"].spawn(len(names) + 1)
     policy_rngs = [np.random.default_rng(s) for s in streams["policy"].spawn(len(names))]
@@ -187,7 +188,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
             if getattr(policy, "requires_world", False):
                 policy.attach(world, PlatformState(platform))
             data = train if day < config.pre_days else own_logs(name, day)
+            bar.set_postfix_str(f"fitting {name} ({b_policy[name]}) on {len(data):,} impressions")
             policy.fit(data, rng=policy_rngs[i])
+        bar.set_postfix_str("")
         timings["train"] += time.perf_counter() - t0
 
     def online_updates(env, bucket: Bucket):
