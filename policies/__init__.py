@@ -1,7 +1,9 @@
 """Ranking policies: one protocol, one registry, baselines and the paper policies."""
 from policies.base import (NotFittedError, Policy, UnknownPolicyError, available_policies, make_policy,
                            register_policy)
-from policies import baselines, oracle, sasrec  # noqa: F401  (registers them)
+# importing a policy module registers its policies
+from policies import baselines, oracle, sasrec  # noqa: F401
+from policies import easq  # noqa: F401
 
 __all__ = ["NotFittedError", "Policy", "UnknownPolicyError", "available_policies", "make_policy",
            "register_policy"]

@@ -7,6 +7,17 @@ from simulator.config import SimConfig
 from tests_support import tiny
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One torch thread, as the A/B runner uses: fastest on a busy 2-core machine, and every
+    seeded comparison in the suite runs under the same setting."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def make_config():
     """The :func:`tests_support.tiny` factory (400 users by default)."""
