@@ -65,6 +65,9 @@ class LogWriter:
         self.rows_written = 0
         self.files: list[Path] = []
         self._taken: dict[tuple[int, str], int] = {}
+        # rows of buckets with an online reader that were flushed before it took them
+        self._untaken: dict[tuple[int, str], list[dict[str, np.ndarray]]] = defaultdict(list)
+        self._online: set[int] = set()
 
     def append(self, bucket: int, policy: str, keep: np.ndarray, columns: dict[str, np.ndarray]) -> None:
         """Buffer a chunk of rows; only rows where ``keep`` is true are written (masked in bulk later)."""
@@ -75,14 +78,19 @@ class LogWriter:
         """Rows of ``bucket`` appended since the previous call (still written at the day's flush).
 
         For online learners: the A/B runner turns them into observable LogData for ``update()``.
+        Rows that a day's flush wrote before they were taken (the last hour of a day: the
+        midnight flush runs before that hour's update) come with the next call, so an online
+        learner sees every row of its bucket exactly once, in order.
         """
+        self._online.add(bucket)
         out = []
-        for (b, policy), parts in self._chunks.items():
+        for key in dict.fromkeys([*self._untaken, *self._chunks]):
+            b, policy = key
             if b != bucket:
                 continue
-            seen = self._taken.get((b, policy), 0)
-            new = parts[seen:]
-            self._taken[(b, policy)] = len(parts)
+            parts = self._chunks.get(key, [])
+            new = self._untaken.pop(key, []) + parts[self._taken.get(key, 0):]
+            self._taken[key] = len(parts)
             if new:
                 keep = np.concatenate([p[_KEEP] for p in new])
                 merged = {k: np.concatenate([p[k] for p in new])[keep] for k in new[0] if k != _KEEP}
@@ -92,6 +100,10 @@ class LogWriter:
     def flush_day(self, day: int) -> None:
         """Write everything buffered (all rows of ``day``) and clear the buffers."""
         chunks, self._chunks = self._chunks, defaultdict(list)
+        for key, parts in chunks.items():       # keep what an online reader has not taken yet
+            rest = parts[self._taken.get(key, 0):]
+            if key[0] in self._online and rest:
+                self._untaken[key].extend(rest)
         self._taken = {}
         by_bucket: dict[int, list[pa.Table]] = defaultdict(list)
         for (bucket, policy), parts in sorted(chunks.items()):

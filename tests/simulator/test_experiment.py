@@ -37,6 +37,52 @@ class CrashPolicy:
         return np.zeros(batch.candidates.shape)
 
 
+@register_policy("_test_spy", "test only: random scores, records what update() is given")
+@dataclass
+class SpyPolicy:
+    temperature: float | None = 1.0
+    received: list = field(default_factory=list, init=False)
+
+    def fit(self, train, *, rng):
+        return self
+
+    def score(self, batch):
+        return np.zeros(batch.candidates.shape)
+
+    def update(self, new):
+        self.received.append(new.impressions[["request_id", "position", "ts"]].copy())
+
+
+def test_online_updates_see_every_row_exactly_once_across_midnight(tmp_path, monkeypatch):
+    """update() gets each row of its bucket once, including the last hour of every day (flushed
+    at midnight before that hour's update ran)."""
+    spies = []
+    from policies import make_policy as make
+
+    def recording(name, **params):
+        policy = make(name, **params)
+        if name == "_test_spy":
+            spies.append(policy)
+        return policy
+    monkeypatch.setattr("policies.make_policy", recording)   # run_experiment imports it when called
+    config = replace(small(seed=4, buckets=(BucketConfig("control", "production", 0.5),
+                                            BucketConfig("spy", "_test_spy", 0.5)), update_interval_s=3600.0), days=3)
+    run_experiment(config, tmp_path / "run", progress=False, report=False)
+    (spy,) = spies
+    got = pd.concat(spy.received, ignore_index=True)
+    assert not got.duplicated(["request_id", "position"]).any()
+    from simulator.logs import read_impressions
+    logged = read_impressions(tmp_path / "run" / "logs", days=[1, 2, 3], buckets=["spy"])
+    # every row served before the last update call reached update(); rows after it cannot have
+    served_before_last = logged[logged["request_id"] <= got["request_id"].max()]
+    assert len(got) == len(served_before_last)
+    assert set(zip(got.request_id, got.position)) == set(zip(served_before_last.request_id,
+                                                             served_before_last.position))
+    # and the days' last hours are among them (the rows a midnight flush used to drop)
+    hour = (got["ts"] % 86400) // 3600
+    assert (hour >= 23).sum() > 0
+
+
 def test_salted_hash_assignment():
     a = assign_buckets(20000, [0.5, 0.3, 0.2], "s1")
     assert np.array_equal(a, assign_buckets(20000, [0.5, 0.3, 0.2], "s1"))      # deterministic
