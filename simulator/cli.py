@@ -123,7 +123,45 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=(lambda a, aa=aa: _cmd_ab(a, aa=aa)))
     pol = sub.add_parser("policies", help="list the registered policies, one line each")
     pol.set_defaults(func=_cmd_policies)
+    _add_study_parser(sub)
     return parser
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from studies.base import cli_study
+    from studies.sweep import CellError
+    try:
+        return cli_study(args)
+    except CellError as err:
+        print(f"satbed: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _add_study_parser(sub) -> None:
+    st = sub.add_parser(
+        "study", help="run a study from studies/ (bias ablations, head-to-head A/B, ...); --list them",
+        description="Run a study: a sweep of (config variant x seed) cells, cached in the results directory "
+                    "(an interrupted run resumes), summarised in report.md, table.csv and PNG plots. "
+                    "Each study has a TOML config (studies/configs/NAME.toml) with a default, a --fast and "
+                    "a --full variant.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    st.add_argument("name", nargs="?", help="study name (see --list)")
+    st.add_argument("--list", action="store_true", help="list the studies, one line each")
+    size = st.add_mutually_exclusive_group()
+    size.add_argument("--fast", action="store_true", help="the small variant (seconds; what the tests run)")
+    size.add_argument("--full", action="store_true", help="the paper-scale variant (see docs/notes/studies.md)")
+    st.add_argument("--config", metavar="FILE.toml", help="study config (default: studies/configs/NAME.toml)")
+    st.add_argument("--out", metavar="DIR", help="results directory (default: runs/studies/NAME[-fast|-full])")
+    st.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0,1,2 or 0:10 (overrides the config's seeds)")
+    st.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set world.users.n_users=500 (repeatable)")
+    st.add_argument("--executor", choices=("pool", "ray", "sequential"), default="pool",
+                    help="where the cells run: a local process pool, a Ray cluster, or in this process")
+    st.add_argument("--workers", type=int, default=2, help="pool processes / CPUs of a local Ray instance")
+    st.add_argument("--address", help="Ray cluster address (with --executor ray), e.g. auto or ray://host:10001")
+    st.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=_cmd_study)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
