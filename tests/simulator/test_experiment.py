@@ -208,16 +208,21 @@ def test_aa_uses_the_control_policy_everywhere():
 
 @pytest.mark.slow
 def test_aa_rejection_rate(tmp_path):
-    """Over 100 small seeded A/A runs the AUT test rejects at a rate in [0.02, 0.10] (alpha 0.05)."""
+    """Over 100 small seeded A/A runs the AUT test rejects at a rate in [0.02, 0.10] (alpha 0.05).
+
+    The runs go through the studies' sweep runner (a 2-process pool, the aa_validity cell), so
+    they use both cores; each is a fresh 240-user world with its own seed and salt.
+    """
+    from simulator.config import to_dict
+    from studies.aa_validity import run_cell
+    from studies.sweep import Cell, run_sweep
     buckets = (BucketConfig("control", "production", 0.5), BucketConfig("twin", "production", 0.5))
-    rejections, pvalues = 0, []
-    for seed in range(100):
-        config = replace(small(seed=1000 + seed, n_users=240, buckets=buckets), days=1)
-        result = run_experiment(config, tmp_path / f"aa{seed}", progress=False, report=False)
-        row = result.lifts.set_index("metric").loc["aut"]
-        pvalues.append(row["p_value"])
-        rejections += row["p_value"] < 0.05
-    rate = rejections / 100
+    base = to_dict(replace(small(seed=1000, n_users=240, buckets=buckets), days=1))
+    cells = [Cell(f"{run_cell.__module__}:run_cell", {"experiment": base}, 1000 + r) for r in range(100)]
+    table = run_sweep(cells, tmp_path / "aa", progress=False).table
+    aut = table[table["metric"] == "aut"]
+    assert len(aut) == 100 and aut["defined"].all()
+    rate = float((aut["p_value"] < 0.05).mean())
     assert 0.02 <= rate <= 0.10, f"A/A rejection rate {rate}"
     # p-values of a valid test are roughly uniform: not piled up near 0
-    assert np.mean(np.array(pvalues) < 0.5) < 0.65
+    assert np.mean(aut["p_value"].to_numpy() < 0.5) < 0.65
