@@ -199,6 +199,50 @@ def user_sequences(data: LogData | pd.DataFrame, kind: str) -> Sequences:
                                  None if labels is None else labels[keep], frame["ts"].to_numpy()[rows])
 
 
+def request_sequences(data: LogData | pd.DataFrame, kind: str) -> tuple[Sequences, np.ndarray]:
+    """:func:`user_sequences` in page order, with the events each event's page was served after.
+
+    The platform ranks a page in one call and records the whole page in its feature store when it
+    serves it, so a page is ranked with the user's events of *earlier requests* only. Here each
+    user's events are ordered by page (request time, the first ``ts`` of the ``(user_id,
+    request_id)``; then ``request_id``), then ``position``: the order the store records them in.
+    It equals :func:`user_sequences`' order except where a long page outlasts the user's next
+    request (row ``ts`` is the request time plus the watch time before the row).
+
+    Args:
+        data: observable logs (validated with :func:`check_observable`), or an impressions frame
+            with :data:`REQUIRED_COLUMNS`.
+        kind: one of :data:`simulator.schema.HISTORIES`.
+
+    Returns:
+        (seqs, before): ``seqs`` as :func:`user_sequences` returns them (``ts`` is each row's own),
+        in page order; ``before`` (N,) int64, the number of the user's events of ``kind`` in pages
+        requested before the event's page: what ``FeatureStore.history(kind)`` held when the page
+        was ranked. The last event of an earlier request is ``seqs.offsets[row] + before - 1``
+        (none where ``before == 0``).
+    """
+    if isinstance(data, LogData):
+        check_observable(data)
+        data = data.impressions
+    users = data["user_id"].to_numpy(np.int64)
+    requests = data["request_id"].to_numpy(np.int64)
+    request_ts = pd.Series(data["ts"].to_numpy(np.float64)).groupby([users, requests], sort=False) \
+        .transform("min").to_numpy()
+    # user_sequences on the rows with their request time as ts (so that they sort by page) and
+    # their row number as item_id (to read the items and times back)
+    paged = pd.DataFrame({c: data[c].to_numpy() for c in REQUIRED_COLUMNS})
+    paged["ts"], paged["item_id"] = request_ts, np.arange(len(data), dtype=np.int64)
+    seqs = user_sequences(paged, kind)
+    rows = seqs.items
+    seqs = Sequences(seqs.users, seqs.offsets, data["item_id"].to_numpy(np.int64)[rows], seqs.labels,
+                     data["ts"].to_numpy(np.float64)[rows])
+    u, r = users[rows], requests[rows]
+    new_page = np.r_[True, (u[1:] != u[:-1]) | (r[1:] != r[:-1])] if len(rows) else np.zeros(0, bool)
+    page_first = np.maximum.accumulate(np.where(new_page, np.arange(len(rows)), 0)) if len(rows) \
+        else np.zeros(0, np.int64)
+    return seqs, (page_first - np.repeat(seqs.offsets[:-1], seqs.lengths)).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Targets:
     """One held-out positive per user and the events before it.

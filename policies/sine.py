@@ -1,8 +1,9 @@
 """SINE: sub-interest learning with passive-negative feedback (Pan et al., RecSys 2023, Sec. 4).
 
 The model reads a user's *mixed* sequence (effective views labelled 1 and skips labelled 0, in
-time order; :func:`policies.data.user_sequences` ``"mixed"`` in training and the feature store's
-``history("mixed", ...)`` at serving) and scores candidates with K user sub-interests:
+the order the feature store records them; :func:`policies.data.request_sequences` ``"mixed"`` in
+training and the feature store's ``history("mixed", ...)`` at serving) and scores candidates with
+K user sub-interests:
 
 1. **Embeddings** (Eq. 1-3). A :class:`~policies.encoders.SequenceEncoder` (SASRec) is the
    backbone; its item embedding E (item id plus the observable categories, as in ``sasrec``)
@@ -28,19 +29,38 @@ time order; :func:`policies.data.user_sequences` ``"mixed"`` in training and the
    skip, L_dis the mean distance correlation (Szekely et al. 2007) over pairs of prototypes.
 
 Switches (the rows of Table 4 and Fig. 4, see :data:`VARIANTS`): ``adaptive_fusion=False`` ("w/o
-AF"), ``negative_feedback=False`` ("w/o NF"), ``n_interests`` = K ("K=1" .. "K=10").
+AF"), ``negative_feedback=False`` ("w/o NF"), ``n_interests`` = K ("K=1" .. "K=10"); and "K=1,
+w/o NF", which is SASRec trained with BPR on the click sequence.
+
+**Every target is scored from the history its page was ranked with.** The platform ranks a page
+in one call from the feature store and records the page only when it serves it, so no event is
+ever scored with an event of its own page in the history. Training does the same: a target
+(click or skip) is scored from the encoder state at the last event of an *earlier* request
+(:class:`Paged`, :func:`mixed_windows`; tested against a feature store replayed request by
+request), and so are the validation targets and the online updates. Without the cut, 88% of
+the targets on the interest-driven test world had an event of their own page just before
+them, a context serving never has.
 
 Choices where the paper is ambiguous (and where it differs from the authors' code,
 github.com/tsinghua-fib-lab/RecSys2023-SINE):
 
-- *Training pairs.* A window of ``max_len + 1`` consecutive mixed events gives, at each
-  position t, the next event as the target: a click is the positive of an L1 pair (against a
-  fresh uniform negative each epoch, never one of the user's clicks); a skip is the negative of
-  an L2 pair whose positive is the user's first click after that skip. Both items of every pair
-  lie in the future of the history, as clicks and skips do at serving time. Every event is a
-  target once. Skipped items the user also clicked are not used as negatives (as in
-  ``sasrec_n``). The authors' code encodes clicks only and pairs each target click with the skip
-  just before it.
+- *Training pairs.* Windows of ``max_len`` consecutive mixed events (page order); every later
+  event whose page was ranked after an event of the window is a target of that window, scored
+  from the state at the last event before its page (so about 7.5 targets share a state on these
+  logs, one page's worth). A click is the positive of an L1 pair (against a fresh uniform
+  negative each epoch, never one of the user's clicks); a skip is the negative of an L2 pair
+  whose positive is the user's first click after that skip, both scored from the skip's
+  context. Both items of every pair lie in the future of the history, as clicks and skips do at
+  serving time. With the default ``window_stride = max_len`` the windows tile each user's
+  sequence and every event after the user's first page is a target exactly once (events of a
+  first page have no history to be scored from); ``window_stride=None`` keeps only each user's
+  newest window (about a third fewer targets on the test world, and 0.008-0.02 lower AUC).
+  Skipped items the user also clicked are not used as negatives (as in ``sasrec_n``). The
+  authors' code encodes clicks only and pairs each target click with the skip just before it.
+- *"Recent skip" differs between Eq. 4 and SASRec-N.* Eq. 4's e_- is the event *immediately*
+  before the click if it is a skip (no skip in between means no recent skip); ``sasrec_n``
+  (:func:`policies.data.last_negative_before`) pairs a click with the latest skip before it,
+  however many clicks lie in between. L2 pairs a skip with the *next* click after it.
 - *The encoder reads skips.* Eq. 6 writes ``X = E^u + P``; with skips in the sequence the
   encoder must tell them from clicks. A skip's input embedding is ``s * e_item + t``, with a
   learned per-dimension scale s initialised at -1 (a skip enters as the *negated* item) and a
@@ -63,10 +83,12 @@ github.com/tsinghua-fib-lab/RecSys2023-SINE):
   are about ``lr`` in parameter space, can move this one scalar as far as the weights move in a
   few hundred steps (stored plainly it stayed within 0.01 of its initial value).
 - *Eq. 11* is read element-wise (``*`` in the paper, as in the authors' code).
-- *K = 1 is SASRec* (Sec. 5.4.1: "the model is regressed to the original SASRec model"): one
-  prototype carries no sub-interest distinction, every assignment is the same (beta is
-  uniform), gamma = 1, and Eq. 11 is skipped, so the score is SASRec's ``<o, e_i>`` on the same
-  (mixed) sequence; L_dis has no pair and is 0.
+- *K = 1 has no sub-interest layers* (Sec. 5.4.1: "the model is regressed to the original SASRec
+  model"): one prototype carries no sub-interest distinction, every assignment is the same (beta
+  is uniform), gamma = 1, and Eq. 11 is skipped, so the score is the backbone's ``<o, e_i>``;
+  L_dis has no pair and is 0. It is the SASRec *encoder* on the mixed sequence trained with BPR +
+  L2, not the ``sasrec`` policy (which reads clicks only, trains with BCE, at batch 256, and stops
+  early on NDCG@10). "K=1, w/o NF" (clicks only, L1 only) is SASRec with a BPR loss.
 - *w/o AF* keeps one sub-interest per item, the best-scoring one (``max_k <o_k, e_i>``, as
   multi-interest models do): "there is always one specific sub-interest activated".
 - *Eq. 12 as written is weakly item-dependent*: ``W [e_i; o_k] + b = w_e . e_i + w_o . o_k + b``,
@@ -74,20 +96,29 @@ github.com/tsinghua-fib-lab/RecSys2023-SINE):
   every item and only their spread depends on it (with the softmax over k of the authors' code
   the item term cancels). Implemented as written.
 - *w/o NF* removes every use of passive negatives: the sequence is the click history (training
-  and serving), L2 is off (``lambda2`` must be 0) and assignments use ``e_+ . z_k`` only.
-- *lambda.* The paper constrains ``lambda1 + lambda2 + lambda3 = 1``; the defaults do, other
-  non-negative values are used as given. L_dis is the *mean* over the K(K-1)/2 pairs, so its
+  and serving), L2 is off (``lambda2`` must be 0) and assignments use ``e_+ . z_k`` only. It keeps
+  the K prototypes, beta and the fusion (a deviation: Sec. 5.3.2 says that without NF "the
+  sub-interest design will not exist" and the model "degenerate[s] into a basic model"; that
+  reading is the "K=1, w/o NF" row).
+- *lambda.* The paper constrains ``lambda1 + lambda2 + lambda3 = 1`` and gives no values (they
+  are in the authors' released settings, which this code does not use); the defaults
+  ``(0.5, 0.4, 0.1)`` are this implementation's choice, not tuned. Other non-negative values are
+  used as given. With ``lambda1 = 0`` only L2 learns, so ``fit`` refuses logs without a skip
+  followed by a click. L_dis is the *mean* over the K(K-1)/2 pairs, so its
   scale does not grow with K (the authors' code sums).
 - *Loss reduction.* L1 and L2 are means over their pairs in the mini-batch; a batch without
   any L2 pair has L2 = 0.
 - *Validation* for early stopping follows the authors' protocol: each user's last click is
   ranked against the skips that came after their penultimate click (the held-out tail; the
-  training windows end at the penultimate click), scored after the history before the tail;
-  the metric is the mean per-user AUC (``metric="gauc"``). ``metric="ndcg@10"`` / ``"hr@10"``
+  training windows end at the penultimate click), scored after the history the tail's first
+  page was ranked with; the metric is the mean per-user AUC (``metric="gauc"``). As in
+  ``sasrec``, the held-out tail is never trained on. ``metric="ndcg@10"`` / ``"hr@10"``
   rank the last click against sampled items instead, as ``sasrec`` does.
 - *Batch size.* 64 by default (the paper found small batches best, 32 of
-  {32, ..., 1024}); at 256 a 1,000-user world gives 4 Adam steps per epoch and SINE was still
-  improving when early stopping ended it.
+  {32, ..., 1024}); at 256 a 1,000-user world gives a handful of Adam steps per epoch.
+- *Online updates* (``update_epochs`` > 0) append the new pages to the stored sequences; pages
+  requested at or before the user's latest stored page (overlapping or older logs) are dropped
+  and counted in ``stale_``.
 """
 from __future__ import annotations
 
@@ -96,14 +127,14 @@ from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from policies.base import check_fitted, register_policy
-from policies.data import (Sequences, check_observable, merge, n_items_of,
-                           next_item_windows, pad, positive_keys, sample_negatives, to_model_ids,
-                           user_sequences)
+from policies.data import (Sequences, check_observable, merge, n_items_of, pad, positive_keys,
+                           request_sequences, sample_negatives, to_model_ids)
 from policies.encoders import EncoderConfig, ItemEmbedding, Reweight, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, sampled_metrics, train_model
 from simulator.schema import LogData, RankBatch
@@ -119,9 +150,11 @@ VARIANTS: dict[str, dict] = {
     "w/o AF": dict(adaptive_fusion=False),
     "w/o NF": dict(negative_feedback=False, lambda1=0.9, lambda2=0.0, lambda3=0.1),
     **{f"K={k}": dict(n_interests=k) for k in range(1, 11)},
+    "K=1, w/o NF": dict(n_interests=1, negative_feedback=False, lambda1=1.0, lambda2=0.0, lambda3=0.0),
 }
 """Table 4 and Fig. 4 rows: ``make_policy("sine", **VARIANTS[row])``. "w/o NF" moves L2's weight
-to L1 (lambda1 + lambda3 = 1, the paper's constraint)."""
+to L1 (lambda1 + lambda3 = 1, the paper's constraint). "K=1, w/o NF" is SASRec with a BPR loss
+(the "basic model" Sec. 5.3.2 says w/o NF degenerates into)."""
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -275,10 +308,13 @@ class SINEModel(nn.Module):
             gamma = F.one_hot(logits.argmax(dim=-1), K).to(logits.dtype)
         return (gamma * logits).sum(dim=-1), gamma                        # Eq. 14
 
-    def scores(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Scores of items ``ids`` (B, T, C) at every position of ``tokens`` (B, T): (B, T, C)."""
+    def scores(self, tokens: torch.Tensor, ids: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of items ``ids`` (B, M, C) after position ``at`` (B, M) of ``tokens`` (B, T):
+        (B, M, C). ``at=None``: after every position (M = T)."""
         sub = self.interests(tokens)                                       # (B, T, K, d)
-        e = self.encoder.item_embeddings(ids)                              # (B, T, C, d)
+        if at is not None:                                                 # the states at ``at``
+            sub = sub.gather(1, at[:, :, None, None].expand(-1, -1, *sub.shape[2:]))   # (B, M, K, d)
+        e = self.encoder.item_embeddings(ids)                              # (B, M, C, d)
         s, _ = self.fuse(sub, e, self.gate_item_term(e))
         if self.encoder.bias is not None:
             s = s + self.encoder.bias(ids).squeeze(-1)
@@ -351,18 +387,68 @@ def bpr(pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 # ------------------------------------------------------------------------------ training data
 
 @dataclass(frozen=True)
-class _Windows:
-    """Training windows of the mixed sequence; every array is (n, L) except users (n,).
+class Paged:
+    """Per-user sequences in page order, with the page boundary of every event
+    (:func:`policies.data.request_sequences`).
 
-    ``tokens`` are the inputs (see :class:`FeedbackItemEmbedding`); at each position the next
-    event is either a click (``targets`` > 0, an L1 positive) or a skip (``skip_neg`` > 0, an L2
-    negative, with ``skip_pos`` the user's first click after it; 0 if there is none or the skipped
-    item is also one of the user's clicks)."""
+    Attributes:
+        seqs: the events (mixed, or clicks only), grouped by user, in the order the feature
+            store records them.
+        before: (N,) int64 the user's events in pages requested before the event's page, i.e.
+            the length of the history the event's page was ranked with.
+    """
+    seqs: Sequences
+    before: np.ndarray
+
+    @classmethod
+    def of(cls, data: LogData, kind: str = "mixed") -> Paged:
+        return cls(*request_sequences(data, kind))
+
+    def select(self, events: np.ndarray) -> Paged:
+        """The events where the (N,) boolean mask ``events`` is true; ``before`` counts the kept
+        events of earlier pages."""
+        kept_before = np.r_[0, np.cumsum(events, dtype=np.int64)]          # (N + 1,) kept in [0, i)
+        user_first = np.repeat(self.seqs.offsets[:-1], self.seqs.lengths)  # (N,)
+        before = kept_before[user_first + self.before] - kept_before[user_first]
+        return Paged(self.seqs.select(events), before[events])
+
+    def positives(self) -> Paged:
+        """The clicks (``labels == 1``)."""
+        return self.select(self.seqs.labels == 1)
+
+    def head(self, keep: np.ndarray) -> Paged:
+        """The first ``keep[r]`` events of each row."""
+        return self.select(self.seqs.event_rank < np.repeat(np.asarray(keep, np.int64), self.seqs.lengths))
+
+    def append(self, new: Paged) -> Paged:
+        """``new``'s events after this one's, user by user (``new``'s pages must be newer)."""
+        rows = self.seqs.rows_of(new.seqs.users)
+        n_old = np.where(rows >= 0, self.seqs.lengths[np.maximum(rows, 0)], 0) if len(self.seqs) \
+            else np.zeros(len(new.seqs), np.int64)
+        users = np.r_[self.seqs.event_users, new.seqs.event_users]
+        order = np.argsort(users, kind="stable")                            # as merge() orders them
+        before = np.r_[self.before, new.before + np.repeat(n_old, new.seqs.lengths)]
+        return Paged(merge(self.seqs, new.seqs), before[order].astype(np.int64))
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """Training windows; ``users`` (n,), ``tokens`` (n, L), every other array (n, M).
+
+    ``tokens`` are the inputs (see :class:`FeedbackItemEmbedding`), a stretch of a user's events.
+    Each of the M target slots is one later event, scored from the state at column ``ctx`` of
+    the window: the last event before the target's page (the history its page was ranked
+    with). The event is either a click (``targets`` > 0, an L1 positive) or a skip (``skip_neg``
+    > 0, an L2 negative, with ``skip_pos`` the user's first click after it; 0 if there is none or
+    the skipped item is also one of the user's clicks); empty slots are 0 in all four. ``events``
+    is the index of each slot's event in the sequences (-1: empty)."""
     users: np.ndarray
     tokens: np.ndarray
+    ctx: np.ndarray
     targets: np.ndarray
     skip_pos: np.ndarray
     skip_neg: np.ndarray
+    events: np.ndarray
 
     def __len__(self) -> int:
         return len(self.users)
@@ -370,10 +456,11 @@ class _Windows:
 
 @dataclass(frozen=True)
 class _Examples:
-    """One epoch of training examples: :class:`_Windows`' arrays plus ``negatives`` (n, L), a
-    sampled negative (model id) per position."""
+    """One epoch of training examples: :class:`_Windows`' arrays plus ``negatives`` (n, M), a
+    sampled negative (model id) per target slot."""
     users: np.ndarray
     tokens: np.ndarray
+    ctx: np.ndarray
     targets: np.ndarray
     skip_pos: np.ndarray
     skip_neg: np.ndarray
@@ -399,59 +486,99 @@ def next_click_after(seqs: Sequences) -> np.ndarray:
     return np.where(after < end, after, -1)
 
 
-def mixed_windows(seqs: Sequences, max_len: int, n_items: int, exclude: np.ndarray, *,
+def mixed_windows(paged: Paged, max_len: int, n_items: int, exclude: np.ndarray, *,
                   stride: int | None = None) -> _Windows:
-    """Windows of ``max_len + 1`` consecutive events of ``seqs`` (mixed, or clicks only) with the
-    targets described in :class:`_Windows`. Users with fewer than 2 events give none."""
-    w = next_item_windows(seqs, max_len, extra=np.arange(len(seqs.items)), stride=stride)
-    nxt = w.extra                                                          # (n, L) index of the next event
-    real = (w.inputs > 0) & (nxt >= 0)
-    cur = np.where(real, nxt - 1, 0)                                       # index of the input event
-    nx = np.where(real, nxt, 0)
-    tokens = np.where(real, tokens_of(seqs.items[cur], seqs.labels[cur], n_items), 0)
+    """Windows of ``max_len`` events of ``paged`` (mixed, or clicks only) with the targets of
+    :class:`_Windows`, every target scored from the history its page was ranked with.
+
+    A user's *contexts* are the events before their last page. With ``stride=None`` there is one
+    window per user, over the newest ``max_len`` contexts; with an int, also windows ending
+    ``stride``, ``2 * stride``, ... events earlier. A target is placed in the window that holds
+    its context (the last event before its page) at the latest column, so with ``stride <=
+    max_len`` every event after the user's first page is a target exactly once; with
+    ``stride=None`` only those whose context is in the newest window are. Events of the user's
+    first page (no history) are no targets.
+    """
+    seqs, before = paged.seqs, paged.before
+    lens = seqs.lengths
+    U = len(seqs)
+    m = np.where(lens > 0, before[np.maximum(seqs.offsets[1:] - 1, 0)], 0) if U else np.zeros(0, np.int64)
+    if stride is None:
+        n_win = (m >= 1).astype(np.int64)
+        step = 0
+    else:
+        n_win = np.where(m >= 1, (m - 1) // stride + 1, 0)
+        step = stride
+    rows = np.repeat(np.arange(U), n_win)                                  # (n,)
+    k = np.arange(len(rows)) - np.repeat(np.cumsum(n_win) - n_win, n_win)  # 0 = the newest window
+    end = m[rows] - k * step                                               # exclusive, within the user
+    start = end - max_len                                                  # column 0 (may be < 0: padding)
+    lo = np.maximum(start, 0) if stride is None else np.maximum(np.maximum(start, end - stride), 0)
+    # the targets of a window are the events whose context (before - 1) is in [lo, end): a range
+    big = int(lens.max()) + 2 if U else 2
+    key = np.repeat(np.arange(U), lens) * big + before                     # sorted
+    first = np.searchsorted(key, rows * big + lo + 1)
+    count = np.searchsorted(key, rows * big + end + 1) - first             # (n,)
+    has = count > 0
+    rows, start, end, first, count = rows[has], start[has], end[has], first[has], count[has]
+    M = int(count.max()) if len(count) else 1
+    slot = np.arange(M)[None, :]
+    real = slot < count[:, None]                                           # (n, M)
+    nx = np.where(real, first[:, None] + slot, 0)                          # (n, M) index of the target
+    ctx = np.where(real, before[nx] - 1 - start[:, None], 0)              # column of its context
+    col = np.arange(max_len)[None, :]
+    local = start[:, None] + col                                           # (n, L) index within the user
+    inside = local >= 0
+    idx = np.where(inside, seqs.offsets[rows][:, None] + local, 0)
+    tokens = np.where(inside, tokens_of(seqs.items[idx], seqs.labels[idx], n_items), 0)
+    users = seqs.users[rows]
     click = real & (seqs.labels[nx] == 1)
     targets = np.where(click, seqs.items[nx] + 1, 0)
-    after = next_click_after(seqs)[nx]                                     # (n, L)
+    after = next_click_after(seqs)[nx]                                     # (n, M)
     skipped = seqs.items[nx]
-    own = np.isin(w.users[:, None] * n_items + skipped, exclude)          # skipped item also clicked
+    own = np.isin(users[:, None] * n_items + skipped, exclude)            # skipped item also clicked
     pair = real & (seqs.labels[nx] == 0) & (after >= 0) & ~own
     skip_neg = np.where(pair, skipped + 1, 0)
     skip_pos = np.where(pair, seqs.items[np.maximum(after, 0)] + 1, 0)
-    return _Windows(w.users, tokens.astype(np.int64), targets.astype(np.int64),
-                    skip_pos.astype(np.int64), skip_neg.astype(np.int64))
+    return _Windows(users, tokens.astype(np.int64), ctx.astype(np.int64), targets.astype(np.int64),
+                    skip_pos.astype(np.int64), skip_neg.astype(np.int64), np.where(real, nx, -1))
 
 
 @dataclass(frozen=True)
 class _Validation:
     """Held-out tails (see :func:`holdout_tail`): per user, the last click and the skips after the
-    penultimate click, after the events up to and including that click.
+    penultimate click, after the history the tail's first page was ranked with.
 
     Attributes:
         users: (n,) int64.
         items: (n,) int64 the last click of each user.
         skips: (n, M) int64 the skipped items of the tail, PAD-padded (M >= 1).
-        history: the events up to the penultimate click, rows aligned with ``users``.
+        history: the events before the page of the tail's first event, rows aligned with
+            ``users`` (every user here has at least one).
     """
     users: np.ndarray
     items: np.ndarray
     skips: np.ndarray
-    history: Sequences
+    history: Paged
 
     def __len__(self) -> int:
         return len(self.users)
 
 
-def holdout_tail(seqs: Sequences, n_items: int, exclude: np.ndarray) -> tuple[Sequences, _Validation]:
+def holdout_tail(paged: Paged, n_items: int, exclude: np.ndarray) -> tuple[Paged, _Validation]:
     """Hold out each user's *tail*: the events after their penultimate click (users with >= 2
     clicks; the others keep everything).
 
     The tail's last click is the validation target; its skips, unless the user clicked the item
     (``exclude`` keys), are the observed negatives it is ranked against, as in the authors' code.
+    They are scored after the history the platform ranked the tail's first page with: the events
+    before that page (users whose tail starts on their first page have none and are left out).
 
     Returns:
         (rest, validation): ``rest`` is every user's events up to and including the penultimate
         click (or all of them).
     """
+    seqs = paged.seqs
     n, U = len(seqs.items), len(seqs)
     row = np.repeat(np.arange(U), seqs.lengths)                           # (N,)
     click = np.flatnonzero(seqs.labels == 1)
@@ -460,8 +587,9 @@ def holdout_tail(seqs: Sequences, n_items: int, exclude: np.ndarray) -> tuple[Se
     earlier = click[click != last[row[click]]]
     prev = np.full(U, -1, np.int64)
     np.maximum.at(prev, row[earlier], earlier)                            # penultimate click
-    ok = prev >= 0                                                         # (U,) >= 2 clicks
-    rest = seqs.head(np.where(ok, prev - seqs.offsets[:-1] + 1, seqs.lengths))
+    cut = np.where(prev >= 0, paged.before[np.minimum(prev + 1, max(n - 1, 0))], 0)   # (U,) history length
+    ok = (prev >= 0) & (cut > 0)                                           # (U,) >= 2 clicks, a history
+    rest = paged.head(np.where(prev >= 0, prev - seqs.offsets[:-1] + 1, seqs.lengths))
     tail = ok[row] & (np.arange(n) > prev[row])
     keys = seqs.event_users * n_items + seqs.items
     neg = tail & (seqs.labels == 0) & ~np.isin(keys, exclude)
@@ -469,7 +597,7 @@ def holdout_tail(seqs: Sequences, n_items: int, exclude: np.ndarray) -> tuple[Se
     users = seqs.users[ok]
     width = max(1, int(negs.lengths.max()) if len(negs) else 1)
     skips = pad(negs, width, rows=negs.rows_of(users))                     # (n, M), PAD
-    history = rest.select(np.isin(rest.event_users, users))
+    history = paged.head(np.where(ok, cut, 0))
     return rest, _Validation(users, seqs.items[last[ok]], skips, history)
 
 
@@ -494,7 +622,8 @@ class SINE:
 
     Args:
         temperature: None ranks by the scores (deterministic top-k).
-        n_interests: K prototypes / user sub-interests (1 = SASRec on the mixed sequence).
+        n_interests: K prototypes / user sub-interests (1: no sub-interest layers, the SASRec
+            encoder on the mixed sequence, trained with BPR + L2).
         adaptive_fusion: Eq. 12-14 (False: "w/o AF", the best sub-interest per item).
         negative_feedback: read and learn from skips (False: "w/o NF", clicks only; needs
             ``lambda2 = 0``).
@@ -504,8 +633,10 @@ class SINE:
         max_len: longest mixed history read (capped at the feature store's history length).
         d_model, n_layers, n_heads, dropout, pre_ln: the encoder (:class:`EncoderConfig`).
         batch_size, lr, weight_decay, max_epochs, patience: training (:class:`TrainConfig`).
-        window_stride: None trains on each user's newest ``max_len + 1`` events; an int adds
-            earlier windows every ``window_stride`` events (:func:`policies.data.next_item_windows`).
+        window_stride: None trains on the targets whose history is in each user's newest
+            window of ``max_len`` events; an int adds windows ending every ``window_stride``
+            events earlier, so that (for ``window_stride <= max_len``) every event after a
+            user's first page is a target once (:func:`mixed_windows`).
         item_features: item-table columns whose embeddings are added to the item-id embedding.
         item_bias: add a learned per-item score offset.
         eval_negatives: sampled negatives per validation target ("ndcg@10", "hr@10").
@@ -537,7 +668,7 @@ class SINE:
     weight_decay: float = 0.0
     max_epochs: int = 10
     patience: int = 3
-    window_stride: int | None = None
+    window_stride: int | None = 50
     item_features: tuple[str, ...] = ("l1", "l2", "leaf")
     item_bias: bool = False
     eval_negatives: int = 99
@@ -550,7 +681,9 @@ class SINE:
     n_items_: int = field(default=0, init=False)
     history_: list[EpochRecord] = field(default_factory=list, init=False, repr=False)
     best_epoch_: int = field(default=0, init=False)
-    mixed_: Sequences | None = field(default=None, init=False, repr=False)
+    mixed_: Paged | None = field(default=None, init=False, repr=False)
+    last_request_: np.ndarray | None = field(default=None, init=False, repr=False)  # (users,) request time
+    stale_: int = field(default=0, init=False)                             # update() rows dropped
     rng_: np.random.Generator | None = field(default=None, init=False, repr=False)
     table_: tuple | None = field(default=None, init=False, repr=False)     # serving cache
 
@@ -562,6 +695,17 @@ class SINE:
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
         """Train on the mixed sequences of ``train``; each user's last click is held out for
         early stopping.
+
+        Every target is scored from the user's history before its page request, as the platform
+        ranks it (:class:`Paged`, :func:`mixed_windows`).
+
+        Args:
+            train: observable logs (impressions with :data:`policies.data.REQUIRED_COLUMNS`;
+                the item table with ``item_features``).
+            rng: the only source of randomness (initialisation, negatives, batches, dropout).
+
+        Returns:
+            self, fitted.
 
         Raises:
             ValueError: oracle columns, missing columns, no impressions, no user with two
@@ -577,19 +721,21 @@ class SINE:
                             item_bias=self.item_bias)
         cfg = SINEConfig(n_interests=self.n_interests, adaptive_fusion=self.adaptive_fusion,
                          beta=self.beta, learn_beta=self.learn_beta)
-        mixed = user_sequences(train, "mixed")
-        exclude = positive_keys(mixed, n_items)
+        mixed = Paged.of(train, "mixed")
+        exclude = positive_keys(mixed.seqs, n_items)
         rest, valid = holdout_tail(mixed, n_items, exclude)
         windows = mixed_windows(self._sequence(rest), self.max_len, n_items, exclude, stride=self.window_stride)
-        if not (windows.targets > 0).any():
-            raise ValueError("train has no user with an effective view after another event; SINE needs "
-                             "click/skip sequences to learn from")
+        if not ((windows.targets > 0).any() if self.lambda1 > 0 else (windows.skip_neg > 0).any()):
+            raise ValueError("train has no user with an effective view in a page after an earlier event"
+                             + ("" if self.lambda1 > 0 else " preceded by a skip (lambda1=0: only L2 learns)")
+                             + "; SINE needs click/skip sequences to learn from")
         side_t = torch.from_numpy(np.stack(side)) if side else None
         model = build_module(lambda: SINEModel(enc, cfg, side_t), rng)
         evaluate = self._validation(valid, n_items, exclude, rng) if len(valid) else None
         result = train_model(model, lambda r: self._examples(windows, n_items, exclude, r), self._loss,
                              evaluate, self._train_config(self.max_epochs, self.patience), rng)
         self.model_, self.n_items_, self.mixed_ = model, n_items, mixed
+        self.last_request_, self.stale_ = _last_requests(train.impressions, None), 0
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.rng_ = np.random.default_rng(rng.integers(0, 2 ** 63 - 1))
         self._cache_items()
@@ -618,18 +764,34 @@ class SINE:
     def update(self, new: LogData) -> None:
         """Online learning between serving rounds: with ``update_epochs`` > 0, append ``new`` to the
         stored sequences and fine-tune for that many epochs on the users in ``new`` (no
-        validation); with 0 (the default), do nothing."""
+        validation); with 0 (the default), do nothing.
+
+        ``new`` must hold whole pages. Pages requested at or before their user's latest page seen
+        so far (overlapping or older logs) are dropped and counted in :attr:`stale_`, so the
+        stored sequences stay in the feature store's order.
+        """
         check_fitted(self)
         if self.update_epochs <= 0 or len(new.impressions) == 0:
             return
         check_observable(new, where="new")
-        fresh = user_sequences(new, "mixed")
-        self.mixed_ = merge(self.mixed_, fresh)
-        touched = self.mixed_.select(np.isin(self.mixed_.event_users, fresh.users))
-        exclude = positive_keys(self.mixed_, self.n_items_)
+        imp = new.impressions
+        users = imp["user_id"].to_numpy(np.int64)
+        seen = np.full(len(users), -np.inf)
+        known = users < len(self.last_request_)
+        seen[known] = self.last_request_[users[known]]
+        fresh_rows = _request_times(imp) > seen
+        self.stale_ += int((~fresh_rows).sum())
+        if not fresh_rows.any():
+            return
+        imp = imp[fresh_rows]
+        self.last_request_ = _last_requests(imp, self.last_request_)
+        fresh = Paged.of(LogData(imp, new.items, new.users), "mixed")
+        self.mixed_ = self.mixed_.append(fresh)
+        touched = self.mixed_.select(np.isin(self.mixed_.seqs.event_users, fresh.seqs.users))
+        exclude = positive_keys(self.mixed_.seqs, self.n_items_)
         windows = mixed_windows(self._sequence(touched), self.max_len, self.n_items_, exclude,
                                 stride=self.window_stride)
-        if not (windows.targets > 0).any():
+        if not ((windows.targets > 0).any() or (self.lambda2 > 0 and (windows.skip_neg > 0).any())):
             return
         result = train_model(self.model_, lambda r: self._examples(windows, self.n_items_, exclude, r),
                              self._loss, None, self._train_config(self.update_epochs, self.update_epochs),
@@ -657,7 +819,7 @@ class SINE:
             raise ValueError(f"eval_negatives={self.eval_negatives} must be >= 1")
         SINEConfig(n_interests=self.n_interests, beta=self.beta)          # validates both
 
-    def _sequence(self, mixed: Sequences) -> Sequences:
+    def _sequence(self, mixed: Paged) -> Paged:
         return mixed if self.negative_feedback else mixed.positives()
 
     def _cache_items(self) -> None:
@@ -683,27 +845,35 @@ class SINE:
         return out
 
     def _examples(self, w: _Windows, n_items: int, exclude: np.ndarray, rng: np.random.Generator) -> _Examples:
-        """The epoch's examples: the windows plus a fresh uniform negative per position."""
-        neg = to_model_ids(sample_negatives(rng, w.users, w.tokens.shape[1], n_items=n_items,
-                                            exclude=exclude))              # (n, L)
-        return _Examples(w.users, w.tokens, w.targets, w.skip_pos, w.skip_neg, neg)
+        """The epoch's examples: the windows plus a fresh uniform negative per target slot."""
+        neg = to_model_ids(sample_negatives(rng, w.users, w.targets.shape[1], n_items=n_items,
+                                            exclude=exclude))              # (n, M)
+        return _Examples(w.users, w.tokens, w.ctx, w.targets, w.skip_pos, w.skip_neg, neg)
 
     def _loss(self, model: SINEModel, b: _Examples) -> torch.Tensor:
-        """Eq. 16: lambda1 L1 + lambda2 L2 + lambda3 L_dis."""
-        ids = torch.stack([b.targets, b.negatives, b.skip_pos, b.skip_neg], dim=-1)   # (B, L, 4)
-        s = model.scores(b.tokens, ids)                                    # (B, L, 4)
-        loss = self.lambda1 * bpr(s[..., 0], s[..., 1], b.targets > 0)    # L1, Eq. 15
+        """Eq. 16: lambda1 L1 + lambda2 L2 + lambda3 L_dis, every target scored after its context
+        ``b.ctx`` (only the item columns of the terms that are on)."""
+        pairs = [(self.lambda1, b.targets, b.negatives, b.targets > 0)] if self.lambda1 > 0 else []   # L1
         if self.lambda2 > 0:
-            loss = loss + self.lambda2 * bpr(s[..., 2], s[..., 3], b.skip_neg > 0)   # L2, Eq. 15
+            pairs.append((self.lambda2, b.skip_pos, b.skip_neg, b.skip_neg > 0))   # L2 (Eq. 15)
+        ids = torch.stack([c for _, pos, neg, _ in pairs for c in (pos, neg)], dim=-1)   # (B, M, 2 or 4)
+        s = model.scores(b.tokens, ids, at=b.ctx)                          # (B, M, 2 or 4)
+        loss = sum(w * bpr(s[..., 2 * i], s[..., 2 * i + 1], mask) for i, (w, _, _, mask) in enumerate(pairs))
         if self.lambda3 > 0:
             loss = loss + self.lambda3 * prototype_dcor(model.prototypes)  # L_dis
         return loss
 
     def _validation(self, valid: _Validation, n_items: int, exclude: np.ndarray, rng: np.random.Generator):
         """A closure computing the validation metric (see ``metric``), each held-out click scored
-        after the history before its tail (negatives drawn once per fit)."""
-        hist = self._sequence(valid.history)
+        after the history its tail's first page was ranked with (negatives drawn once per fit)."""
+        hist = self._sequence(valid.history).seqs
         rows = hist.rows_of(valid.users)
+        if not (rows >= 0).all():                                          # w/o NF: no click before
+            keep = rows >= 0
+            valid = _Validation(valid.users[keep], valid.items[keep], valid.skips[keep], valid.history)
+            rows = rows[keep]
+            if not len(valid):
+                return None
         tokens = tokens_of(pad(hist, self.max_len, rows=rows),
                            pad(hist, self.max_len, values=hist.labels, fill=1, rows=rows), n_items)
         metric = self.metric
@@ -726,3 +896,21 @@ class SINE:
             return ndcg if metric.startswith("ndcg") else hr
 
         return evaluate
+
+
+def _request_times(impressions: pd.DataFrame) -> np.ndarray:
+    """(N,) request time of every row: the first ``ts`` of its ``(user_id, request_id)``."""
+    ts = pd.Series(impressions["ts"].to_numpy(np.float64))
+    return ts.groupby([impressions["user_id"].to_numpy(), impressions["request_id"].to_numpy()],
+                      sort=False).transform("min").to_numpy()
+
+
+def _last_requests(impressions: pd.DataFrame, seen: np.ndarray | None) -> np.ndarray:
+    """(users,) each user's latest request time in ``impressions`` or ``seen`` (-inf: none)."""
+    users = impressions["user_id"].to_numpy(np.int64)
+    size = max(len(seen) if seen is not None else 0, int(users.max()) + 1 if len(users) else 0)
+    out = np.full(size, -np.inf)
+    if seen is not None:
+        out[:len(seen)] = seen
+    np.maximum.at(out, users, _request_times(impressions))
+    return out
