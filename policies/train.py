@@ -153,7 +153,8 @@ def _n_examples(data: Any) -> int:
 
 def train_model(model: nn.Module, make_epoch: Callable[[np.random.Generator], Any],
           loss_fn: Callable[[nn.Module, Any], torch.Tensor], evaluate: Callable[[nn.Module], float] | None,
-          config: TrainConfig, rng: np.random.Generator) -> TrainResult:
+          config: TrainConfig, rng: np.random.Generator, *,
+          optimizer: torch.optim.Optimizer | None = None) -> TrainResult:
     """Train ``model`` in place with Adam and early stopping; it ends with its best weights.
 
     Each epoch: ``make_epoch(rng)``, shuffled mini-batches of ``config.batch_size``, one Adam step
@@ -163,10 +164,15 @@ def train_model(model: nn.Module, make_epoch: Callable[[np.random.Generator], An
     no validation: every epoch runs (``metric`` is NaN) and the final weights are kept, as for a
     few fine-tuning epochs on new logs.
 
+    ``optimizer``: an existing optimiser to step instead of a fresh Adam (``config.lr`` and
+    ``weight_decay`` are then unused); its state carries over between calls, e.g. across the
+    online updates of a serving policy.
+
     Returns:
         The per-epoch record (loss, metric, seconds), the best epoch and whether it stopped early.
     """
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = optimizer if optimizer is not None else \
+        torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[EpochRecord] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(rng))
