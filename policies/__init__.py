@@ -3,7 +3,7 @@ from policies.base import (NotFittedError, Policy, UnknownPolicyError, available
                            register_policy)
 # importing a policy module registers its policies
 from policies import baselines, oracle, sasrec  # noqa: F401
-from policies import easq, sine, usm  # noqa: F401
+from policies import easq, saqrec, sine, usm  # noqa: F401
 
 __all__ = ["NotFittedError", "Policy", "UnknownPolicyError", "available_policies", "make_policy",
            "register_policy"]
