@@ -48,7 +48,11 @@ Choices where the paper is silent or ambiguous (this simulator's conventions):
   (IPS-weighted) mean label, so epoch 0 is the best constant model (what early stopping falls
   back to when the answers carry no learnable signal, e.g. on the default world); early stopping uses the self-normalised
   weighted loss on a random ``aux_valid_share`` of the rows (the same objective with less
-  variance than Eq. 6's plain mean over few, heavily weighted rows).
+  variance than Eq. 6's plain mean over few, heavily weighted rows). When g keeps the constant
+  (best epoch 0, or no answered row at all) MLSE ties every item and the pseudo labels are one
+  value, so SAQRec is its click model plus noise and "w/o Unbiased" compares a learned g with a
+  constant one: ``diagnostics_["constant_satisfaction"]`` records it and :meth:`SAQRec.fit`
+  warns (likewise ``"constant_propensity"`` for rho, which makes IPS the naive loss).
 - **Stage 0 -> stage 3.** One network: in stage 0 the fusion softmax is restricted to
   ``[h_r, v_u]``; the satisfaction parts' inputs and outputs of ``MLP_f`` start at zero with
   logits ``FUSION_INIT_GAP`` below, so switching them on changes ``u_f`` by ~1% and stage 3
@@ -70,10 +74,19 @@ Choices where the paper is silent or ambiguous (this simulator's conventions):
 - **Empty satisfied / dissatisfied history** (most users: questionnaires are ~1% of views): the
   history state ``h_s+`` / ``h_s-`` is a learned "no answer yet" vector instead of the encoder
   output at a padding slot (the public code gathers index -1, i.e. a padded position).
-- **Causal training.** The main model trains on every position of a click window (SASRec
-  style): position t sees the clicks up to t, the satisfied / dissatisfied answers logged before
-  the next click, MLSE levels of the prefix only. Future items never change earlier outputs
-  (tested). The feedback encoders run once per window and are gathered per position.
+- **Training sees what serving saw (the page rule).** The platform ranks a whole page from the
+  feature store *before* the page's request and records the page's clicks and answers only
+  after serving it. So every training and validation target is scored from the clicks of pages
+  requested *before* the target's page (none of its own page, even those above it) and from the
+  satisfied / dissatisfied answers of earlier pages only; events are ordered as the store
+  records them (user, request time, ``request_id``, position; :func:`_page_order`). The main
+  model trains on every position of a click window (SASRec style): the query of position t is
+  the click state at the newest input column from an earlier page (``query``; the SID and MLSE
+  keys are the columns up to it), and a target with no earlier-page click in its window gives
+  no example (validation drops such held-out clicks). Future items never change earlier
+  outputs, and the inputs of every example equal a feature store replayed request by request
+  (both tested). The feedback encoders run once per window (its last target's page) and are
+  gathered per position.
 - **MLSE groups.** Valid (non-padding) items of the prefix sorted by score, descending; the
   item at rank r of n goes to level ``floor(r * n_levels / n)`` (sizes differ by at most one;
   with fewer items than levels some levels are empty and get weight 0 in Eq. 12). Items with
@@ -99,6 +112,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Self
 
@@ -109,10 +123,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import NotFittedError, check_fitted, register_policy
-from policies.data import (DISSATISFIED_ANSWERS, REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences,
-                           chronological_order, check_observable, holdout_last, n_items_of,
-                           next_item_windows, pad, positive_keys, sample_negatives, to_model_ids,
-                           user_sequences)
+from policies.data import (DISSATISFIED_ANSWERS, REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable,
+                           holdout_last, item_side, n_items_of, next_item_windows, pad, positive_keys,
+                           sample_negatives, to_model_ids, user_sequences)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import TrainConfig, TrainResult, build_module, sampled_metrics, train_model
 from simulator.schema import PAD, LogData, RankBatch
@@ -374,7 +387,8 @@ class SAQRecNet(nn.Module):
     def forward(self, clicks: torch.Tensor, users: torch.Tensor, sat: torch.Tensor | None = None,
                 sat_idx: torch.Tensor | None = None, dis: torch.Tensor | None = None,
                 dis_idx: torch.Tensor | None = None, scores: torch.Tensor | None = None, *,
-                last_only: bool = False, weights: dict | None = None) -> torch.Tensor:
+                query: torch.Tensor | None = None, last_only: bool = False,
+                weights: dict | None = None) -> torch.Tensor:
         """User representation ``u_f`` at every position of the click window, or the newest one.
 
         Args:
@@ -384,6 +398,10 @@ class SAQRecNet(nn.Module):
             sat_idx, dis_idx: (B, T) index into ``sat`` / ``dis`` of the newest answer each
                 position may see (-1: none). Ignored with ``last_only`` (the newest slot is used).
             scores: (B, T) satisfaction-model scores of the clicked items (MLSE).
+            query: (B, T) the column of the newest click each position may see (its ``h_r``; the
+                SID / MLSE keys are the columns up to it), -1: none (the output is then only
+                ``v_u`` and the ``empty`` states, and training masks it out). Default: the
+                position itself (``t``). Ignored with ``last_only`` (the newest column).
             last_only: compute only the newest position (serving); returns (B, d).
             weights: a dict to fill with the attention / fusion weights (for tests).
 
@@ -398,9 +416,11 @@ class SAQRecNet(nn.Module):
             h_r = H[:, -1:]                                                   # (B, 1, d)
             valid = real[:, None, :]                                          # (B, 1, T)
         else:
-            h_r = H
-            causal = torch.ones(T, T, dtype=torch.bool, device=clicks.device).tril()
-            valid = causal & real[:, None, :]                                 # (B, T, T) query t: keys j <= t
+            cols = torch.arange(T, device=clicks.device)
+            q = cols.expand(B, T) if query is None else query                 # (B, T)
+            got = H.gather(1, q.clamp(min=0).unsqueeze(-1).expand(-1, -1, H.shape[-1]))   # (B, T, d)
+            h_r = torch.where((q >= 0).unsqueeze(-1), got, torch.zeros_like(got))
+            valid = (cols[None, None, :] <= q[:, :, None]) & real[:, None, :]  # (B, T, T) keys j <= q_t
         Q = h_r.shape[1]
         parts = []
         if c.sid and self.click_only:
@@ -486,6 +506,7 @@ class _Examples:
     inputs: np.ndarray                 # (n, T) model ids
     targets: np.ndarray                # (n, T) next click (0 = none)
     negatives: np.ndarray              # (n, T, K) sampled negatives
+    query: np.ndarray                  # (n, T) column of the newest earlier-page click, -1 none
     sat: np.ndarray | None = None      # (n, S)
     sat_idx: np.ndarray | None = None  # (n, T)
     dis: np.ndarray | None = None      # (n, D)
@@ -507,20 +528,40 @@ class _Pairs:
 @dataclass(frozen=True)
 class _Prepared:
     """The training logs as the stages need them; every ``ts`` is the impression's rank in the
-    chronological order (:func:`policies.data.chronological_order`), so events of different
-    histories compare exactly."""
+    order the feature store records impressions (:func:`_page_order`), so events of different
+    histories compare exactly, and "recorded before the page of rank r was ranked" is
+    ``ts < page_start[r]``."""
     clicks: Sequences
     satisfied: Sequences
     dissatisfied: Sequences
+    page_start: np.ndarray       # (N,) rank of the first impression of each rank's page
     click_users: np.ndarray      # (N_c,) every click row
     click_items: np.ndarray      # (N_c,) item ids
     observed: np.ndarray         # (N_c,) bool, a satisfaction questionnaire was answered (o)
     satisfied_label: np.ndarray  # (N_c,) bool, the answer was "like" (s; meaningful where observed)
 
 
+def _page_order(impressions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row order by user, then page (request time = the page's first ``ts``, then ``request_id``),
+    then position: the order the feature store records impressions in (a page is recorded
+    whole after it is served; row-time order would interleave a long page with the user's
+    next one). Also (N,) the position in that order of the first row of each row's page, in
+    that order."""
+    users = impressions["user_id"].to_numpy(np.int64)
+    requests = impressions["request_id"].to_numpy(np.int64)
+    request_ts = pd.Series(impressions["ts"].to_numpy(np.float64)).groupby([users, requests], sort=False) \
+        .transform("min").to_numpy()
+    order = np.lexsort((impressions["position"].to_numpy(), requests, request_ts, users))
+    u, r = users[order], requests[order]
+    new_page = np.r_[True, (u[1:] != u[:-1]) | (r[1:] != r[:-1])] if len(order) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(new_page, np.arange(len(order)), 0)) if len(order) \
+        else np.zeros(0, np.int64)
+    return order, start.astype(np.int64)
+
+
 def _prepare(train: LogData) -> _Prepared:
     imp = train.impressions
-    order = chronological_order(imp)
+    order, page_start = _page_order(imp)
     rank = np.empty(len(imp), np.float64)
     rank[order] = np.arange(len(imp), dtype=np.float64)
     slim = pd.DataFrame({c: imp[c].to_numpy() for c in REQUIRED_COLUMNS if c != "ts"})
@@ -532,6 +573,7 @@ def _prepare(train: LogData) -> _Prepared:
     observed = ((f["survey_type"].astype(object).to_numpy()[ev] == SAT_SURVEY)
                 & f["survey_submitted"].to_numpy(bool)[ev] & np.isin(answer, SAT_LABEL_ANSWERS))
     return _Prepared(clicks=seqs["clicks"], satisfied=seqs["satisfied"], dissatisfied=seqs["dissatisfied"],
+                     page_start=page_start,
                      click_users=f["user_id"].to_numpy(np.int64)[ev], click_items=f["item_id"].to_numpy(np.int64)[ev],
                      observed=observed, satisfied_label=observed & np.isin(answer, SATISFIED_ANSWERS))
 
@@ -561,6 +603,44 @@ def _feedback_window(seqs: Sequences, users: np.ndarray, ranks: np.ndarray, leng
     out = np.full((len(users), length), PAD, np.int64)
     out[ok] = seqs.items[idx[ok]]
     return out, count
+
+
+@dataclass(frozen=True)
+class _ClickWindows:
+    """Next-click windows (:func:`policies.data.next_item_windows`) with what each target's page
+    was ranked with."""
+    users: np.ndarray     # (n,)
+    inputs: np.ndarray    # (n, T) model ids, 0 = padding
+    targets: np.ndarray   # (n, T) the click at each position, 0 = none
+    page: np.ndarray      # (n, T) rank of the first impression of the target's page, -1 = none
+    query: np.ndarray     # (n, T) newest input column ranked before ``page``, -1 = none
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def _click_windows(clicks: Sequences, max_len: int, page_start: np.ndarray,
+                   stride: int | None = None) -> _ClickWindows:
+    """The click windows of ``clicks`` (``ts`` = ranks, :class:`_Prepared`) and, per target, the
+    newest input column whose click was recorded before the target's page was requested: the
+    store held exactly the window's inputs up to that column (and older clicks) then."""
+    rank = clicks.ts.astype(np.int64)
+    prev = np.r_[-1, rank[:-1]] if len(rank) else rank
+    prev[clicks.offsets[:-1][clicks.lengths > 0]] = -1                      # a user's first click
+    w = next_item_windows(clicks, max_len, extra=rank, stride=stride)
+    input_rank = next_item_windows(clicks, max_len, extra=prev, stride=stride).extra   # (n, T), -1 = none
+    target_rank = w.extra                                                   # (n, T), -1 = none
+    page = np.where(target_rank >= 0, page_start[np.maximum(target_rank, 0)], -1)
+    # each row's input ranks increase (padding -1 first), and the input after a target is the
+    # target itself (rank >= its page's start), so the newest input before the page is found by
+    # one sorted search over all rows, offset per row
+    n, T = page.shape
+    span = int(rank.max()) + 2 if len(rank) else 1
+    off = np.arange(n, dtype=np.int64)[:, None] * span
+    q = np.searchsorted((input_rank + 1 + off).ravel(), (page + 1 + off).ravel(), side="left")
+    q = q.reshape(n, T) - np.arange(n)[:, None] * T - 1                     # (n, T) column, or -1
+    ok = (page >= 0) & (q >= 0) & (np.take_along_axis(input_rank, np.maximum(q, 0), 1) >= 0)
+    return _ClickWindows(w.users, w.inputs, w.targets, page, np.where(ok, q, -1).astype(np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,6 +673,9 @@ class SAQRec:
             so early stopping cannot end training before label correction (Eq. 18) has run for
             ``patience`` epochs: the satisfaction head forms over epochs in which the click
             metric that early stopping watches may not move.
+        window_stride: None trains on one click window per user (its newest ``max_len + 1``
+            clicks, as SASRec does by default); an int adds windows ending ``window_stride``,
+            ``2 * window_stride``, ... clicks earlier (``max_len``: every click is a target once).
         pretrain_epochs: at most this many epochs of the stage-0 click model (same patience).
         aux_epochs, aux_lr: stages 1 and 2 (patience 3, validation on a random ``aux_valid_share``
             of the rows).
@@ -629,6 +712,7 @@ class SAQRec:
     weight_decay: float = 0.0
     max_epochs: int = 20
     patience: int = 3
+    window_stride: int | None = None
     pretrain_epochs: int = 20
     aux_epochs: int = 20
     propensity_batch_size: int = 1024
@@ -648,6 +732,7 @@ class SAQRec:
     clip_: float = field(default=0.0, init=False)
     results_: dict[str, TrainResult] = field(default_factory=dict, init=False, repr=False)
     seconds_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    diagnostics_: dict[str, object] = field(default_factory=dict, init=False, repr=False)
     tables_: tuple | None = field(default=None, init=False, repr=False)   # serving cache
 
     # -- fit ------------------------------------------------------------------------------------
@@ -689,17 +774,18 @@ class SAQRec:
         self._check_params()
         self.fitted_ = False
         self.results_, self.seconds_, self.propensity_, self.satisfaction_ = {}, {}, None, None
+        self.diagnostics_ = {}
         t0 = time.perf_counter()
         n_items = n_items_of(train)
         n_users = int(max(train.users["user_id"].max() + 1 if "user_id" in train.users and len(train.users) else 0,
                           train.impressions["user_id"].max() + 1))
         data = _prepare(train)
         rest, valid = holdout_last(data.clicks)
-        windows = next_item_windows(rest, self.max_len, extra=rest.ts.astype(np.int64))
+        windows = _click_windows(rest, self.max_len, data.page_start, self.window_stride)
         if len(windows) == 0:
             raise ValueError("train has no user with at least two effective views; SAQRec needs click "
                              "sequences to learn from")
-        side = self._item_side(train, n_items)
+        side = item_side(train.items, self.item_features, n_items)
         side_t = torch.from_numpy(np.stack(side)) if side else None
         exclude = positive_keys(data.clicks, n_items)
         base = NetConfig(n_items=n_items, n_users=n_users, max_len=self.max_len,
@@ -765,6 +851,7 @@ class SAQRec:
         g.eval()
         self.satisfaction_ = g
         self.seconds_["satisfaction"] = time.perf_counter() - t
+        self._diagnose(len(pairs.users))
 
         self.n_items_, self.n_users_, self.net_ = n_items, n_users, net
         if not main:
@@ -822,6 +909,8 @@ class SAQRec:
     def _check_params(self) -> None:
         if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 or None")
+        if self.window_stride is not None and self.window_stride < 1:
+            raise ValueError(f"window_stride={self.window_stride} must be >= 1 or None")
         for name in ("max_len", "max_len_satisfied", "max_len_dissatisfied", "n_levels", "n_negatives",
                      "n_mix", "pretrain_epochs", "aux_epochs", "propensity_batch_size",
                      "satisfaction_batch_size", "eval_negatives"):
@@ -839,19 +928,6 @@ class SAQRec:
     def _config(self, epochs: int, patience: int, batch_size: int, lr: float, desc: str) -> TrainConfig:
         return TrainConfig(batch_size=batch_size, lr=lr, weight_decay=self.weight_decay, max_epochs=epochs,
                            patience=patience, progress=self.progress, desc=desc)
-
-    def _item_side(self, train: LogData, n_items: int) -> list[np.ndarray]:
-        items = train.items
-        missing = [f for f in (*self.item_features, "item_id") if f not in items.columns]
-        if self.item_features and missing:
-            raise ValueError(f"item_features={tuple(self.item_features)}: the item table has no column(s) "
-                             f"{', '.join(map(repr, missing))}")
-        out = []
-        for f in self.item_features:
-            values = np.zeros(n_items, np.int64)
-            values[items["item_id"].to_numpy()] = items[f].to_numpy()
-            out.append(values)
-        return out
 
     def _fit_pairs(self, model: PairMLP, pairs: _Pairs, rng: np.random.Generator, desc: str,
                    ips: bool, batch_size: int) -> TrainResult:
@@ -892,6 +968,26 @@ class SAQRec:
         return train_model(model, lambda r: fit_part, loss, evaluate,
                            self._config(self.aux_epochs, 3, batch_size, self.aux_lr, desc), rng)
 
+    def _diagnose(self, n_answered: int) -> None:
+        """Record (``diagnostics_``) and warn where stage 1 or 2 kept its constant epoch-0 model:
+        then MLSE ties every item and the pseudo labels are one value (g), or IPS is the naive
+        loss (rho), and the variants that differ there compare noise."""
+        d = self.diagnostics_
+        d["answered_rows"] = int(n_answered)
+        sat = self.results_.get("satisfaction")
+        d["constant_satisfaction"] = sat is None or sat.best_epoch == 0
+        prop = self.results_.get("propensity")
+        d["constant_propensity"] = prop is not None and prop.best_epoch == 0
+        if d["constant_satisfaction"]:
+            why = "no answered satisfaction questionnaire" if sat is None else \
+                f"no epoch beat it on the held-out answers, best epoch 0 of {n_answered} answered rows"
+            warnings.warn(f"SAQRec: the satisfaction model g is a constant ({why}); MLSE ties every item and "
+                          "the pseudo labels are one value, so the policy is close to its click model "
+                          "(diagnostics_['constant_satisfaction'])", stacklevel=4)
+        if d["constant_propensity"]:
+            warnings.warn("SAQRec: the propensity model rho is a constant (best epoch 0): the IPS loss equals "
+                          "the naive loss up to scale (diagnostics_['constant_propensity'])", stacklevel=4)
+
     def _teacher_fn(self, g: PairMLP):
         """``(users (n,), model ids (n, ...)) -> s_hat`` float32 numpy, no gradient."""
         def teacher(users: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -910,16 +1006,16 @@ class SAQRec:
         """``make_epoch``: the click windows with this epoch's negatives (and, for the main model,
         the feedback windows, teacher scores and pseudo labels)."""
         T = self.max_len
-        target_rank = w.extra                                                    # (n, T) PAD = none
+        page = w.page                                                            # (n, T) -1 = none
         fixed = {}
         if teacher is not None:
-            last = target_rank[:, -1]
+            last = page[:, -1]                                                   # the window's last page
             for name, seqs, length in (("sat", data.satisfied, self.max_len_satisfied),
                                        ("dis", data.dissatisfied, self.max_len_dissatisfied)):
                 window, count = _feedback_window(seqs, w.users, last, length)    # (n, L), (n,)
-                k = _before(seqs, w.users[:, None], np.where(target_rank >= 0, target_rank, 0))   # (n, T)
-                back = count[:, None] - k                                       # answers after position's view
-                idx = np.where((target_rank >= 0) & (k >= 1) & (back < length), length - 1 - back, -1)
+                k = _before(seqs, w.users[:, None], np.maximum(page, 0))         # (n, T) answers before the page
+                back = count[:, None] - k                                       # answers after the position's page
+                idx = np.where((page >= 0) & (k >= 1) & (back < length), length - 1 - back, -1)
                 fixed[name], fixed[f"{name}_idx"] = to_model_ids(window), idx.astype(np.int64)
             fixed["scores"] = teacher(w.users, w.inputs)                         # (n, T)
         state = {"epoch": 0}
@@ -931,7 +1027,8 @@ class SAQRec:
             lab = None
             if teacher is not None and self.mtl:
                 lab = teacher(w.users, np.concatenate([w.targets[..., None], neg], axis=-1))   # (n, T, 1 + K)
-            return _Examples(w.users, w.inputs, w.targets, neg, teacher=lab, epoch=state["epoch"], **fixed)
+            return _Examples(w.users, w.inputs, w.targets, neg, w.query, teacher=lab, epoch=state["epoch"],
+                             **fixed)
         return make_epoch
 
     def _loss_fn(self, mtl: bool):
@@ -939,8 +1036,8 @@ class SAQRec:
 
         def loss(net: SAQRecNet, b: _Examples) -> torch.Tensor:
             """L_C (Eq. 15) + beta * L_S^final (Eq. 16-18), averaged over the valid positions."""
-            u = net(b.inputs, b.users, b.sat, b.sat_idx, b.dis, b.dis_idx, b.scores)   # (B, T, d)
-            mask = ((b.targets > 0) & (b.inputs > 0)).float()                      # (B, T)
+            u = net(b.inputs, b.users, b.sat, b.sat_idx, b.dis, b.dis_idx, b.scores, query=b.query)   # (B, T, d)
+            mask = ((b.targets > 0) & (b.query >= 0)).float()                      # (B, T)
             items = torch.cat([b.targets.unsqueeze(-1), b.negatives], dim=-1)       # (B, T, 1 + K)
             logits = net.click_logits(u, items)                                     # (B, T, 1 + K)
             labels = torch.zeros_like(logits)
@@ -959,15 +1056,22 @@ class SAQRec:
 
     def _validation_inputs(self, data: _Prepared, valid, n_items: int, exclude: np.ndarray,
                            rng: np.random.Generator) -> dict:
-        """Serving inputs at each held-out click: the histories logged before it, and the target
-        with ``eval_negatives`` sampled negatives."""
-        ranks = valid.ts.astype(np.int64)
-        out = {"users": valid.users.astype(np.int64),
-               "clicks": to_model_ids(pad(valid.history, self.max_len))}
-        out["sat"] = to_model_ids(_feedback_window(data.satisfied, valid.users, ranks, self.max_len_satisfied)[0])
-        out["dis"] = to_model_ids(_feedback_window(data.dissatisfied, valid.users, ranks, self.max_len_dissatisfied)[0])
-        negs = sample_negatives(rng, valid.users, self.eval_negatives, n_items=n_items, exclude=exclude, distinct=True)
-        out["cands"] = to_model_ids(np.concatenate([valid.items[:, None], negs], axis=1))   # (n, 1 + K)
+        """Serving inputs at each held-out click: the histories recorded before its page was
+        requested (held-out clicks with no earlier-page click are dropped, as in training), and
+        the target with ``eval_negatives`` sampled negatives. None if no target is left."""
+        ranks = data.page_start[valid.ts.astype(np.int64)]                       # (n,) its page's start
+        h = valid.history
+        hist = h.select(h.ts < np.repeat(ranks, h.lengths))
+        rows = hist.rows_of(valid.users)
+        keep = rows >= 0
+        if not keep.any():
+            return None
+        users, items, ranks, rows = valid.users[keep].astype(np.int64), valid.items[keep], ranks[keep], rows[keep]
+        out = {"users": users, "clicks": to_model_ids(pad(hist, self.max_len, rows=rows))}
+        out["sat"] = to_model_ids(_feedback_window(data.satisfied, users, ranks, self.max_len_satisfied)[0])
+        out["dis"] = to_model_ids(_feedback_window(data.dissatisfied, users, ranks, self.max_len_dissatisfied)[0])
+        negs = sample_negatives(rng, users, self.eval_negatives, n_items=n_items, exclude=exclude, distinct=True)
+        out["cands"] = to_model_ids(np.concatenate([items[:, None], negs], axis=1))   # (n, 1 + K)
         return out
 
     def _with_teacher(self, val: dict | None, teacher) -> dict | None:
