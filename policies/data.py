@@ -77,6 +77,29 @@ def n_items_of(data: LogData) -> int:
     return top + 1
 
 
+def item_side(items: pd.DataFrame, features: tuple[str, ...] | list[str], n_items: int, *,
+              unknown: bool = False) -> list[np.ndarray]:
+    """(n_items,) int64 value of each item attribute in ``features`` (e.g. ``l1``, ``leaf``), read
+    from the item table; an item the table lacks gets 0, or with ``unknown=True`` one above the
+    largest known value (a category of its own).
+
+    Raises:
+        ValueError: naming the features the item table does not have.
+    """
+    missing = [f for f in (*features, "item_id") if f not in items.columns]
+    if features and missing:
+        raise ValueError(f"item_features={tuple(features)}: the item table has no column(s) "
+                         f"{', '.join(map(repr, missing))}")
+    out = []
+    for f in features:
+        known = items[f].to_numpy(np.int64)
+        fill = int(known.max()) + 1 if unknown and len(known) else 0
+        values = np.full(n_items, fill, np.int64)
+        values[items["item_id"].to_numpy(np.int64)] = known
+        out.append(values)
+    return out
+
+
 def chronological_order(impressions: pd.DataFrame) -> np.ndarray:
     """Row order that sorts impressions by user, then ``ts``, ``request_id``, ``position``."""
     keys = [impressions[c].to_numpy() for c in reversed(ORDER_COLUMNS)]   # lexsort: last key first

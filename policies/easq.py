@@ -139,7 +139,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import check_fitted, register_policy
-from policies.data import (REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable, merge,
+from policies.data import (REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable, item_side, merge,
                            n_items_of, to_model_ids)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
@@ -692,7 +692,7 @@ class EASQ:
         self.fitted_ = False                        # a refit that fails partway leaves no stale model
         check_observable(train, required=EASQ_COLUMNS)
         n_items = n_items_of(train)
-        side = self._item_side(train, n_items)
+        side = item_side(train.items, self.item_features, n_items, unknown=True)
         order, req_ts = page_order(train.impressions)
         frame = train.impressions.iloc[order]
         ev = frame["effective_view"].to_numpy(bool)
@@ -1037,22 +1037,6 @@ class EASQ:
     @staticmethod
     def _answers(events: _Events, idx: np.ndarray) -> _Answers:
         return _Answers(events.hist[idx], to_model_ids(events.items[idx]), events.label[idx])
-
-    def _item_side(self, train: LogData, n_items: int) -> list[np.ndarray]:
-        """(n_items,) value of each item attribute; items the item table lacks get the value
-        one above the largest known (an "unknown" category of their own)."""
-        items = train.items
-        missing = [f for f in (*self.item_features, "item_id") if f not in items.columns]
-        if self.item_features and missing:
-            raise ValueError(f"item_features={tuple(self.item_features)}: the item table has no column(s) "
-                             f"{', '.join(map(repr, missing))}")
-        out = []
-        for f in self.item_features:
-            known = items[f].to_numpy(np.int64)
-            values = np.full(n_items, int(known.max()) + 1 if len(known) else 0, np.int64)
-            values[items["item_id"].to_numpy(np.int64)] = known
-            out.append(values)
-        return out
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from policies.base import check_fitted, register_policy
-from policies.data import (Sequences, Targets, Windows, check_observable, holdout_last,
-                           last_negative_before, merge, n_items_of, next_item_windows, pad,
-                           positive_keys, sample_negatives, to_model_ids, user_sequences)
+from policies.data import (Sequences, Targets, Windows, check_observable, holdout_last, item_side,
+                           last_negative_before, merge, n_items_of, next_item_windows, pad, positive_keys,
+                           sample_negatives, to_model_ids, user_sequences)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, sampled_metrics, train_model
 from simulator.schema import PAD, LogData, RankBatch
@@ -125,7 +125,7 @@ class SASRec:
         if self.eval_negatives < 1:
             raise ValueError(f"eval_negatives={self.eval_negatives} must be >= 1")
         n_items = n_items_of(train)
-        side = self._item_side(train, n_items)
+        side = item_side(train.items, self.item_features, n_items)
         encoder_config = EncoderConfig(n_items=n_items, max_len=self.max_len, d_model=self.d_model,
                                        n_layers=self.n_layers, n_heads=self.n_heads,
                                        dropout=self.dropout, pre_ln=self.pre_ln,
@@ -205,21 +205,6 @@ class SASRec:
     def _train_config(self, epochs: int, patience: int) -> TrainConfig:
         return TrainConfig(batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            max_epochs=epochs, patience=patience, progress=self.progress, desc=self.name)
-
-    def _item_side(self, train: LogData, n_items: int) -> list[np.ndarray]:
-        """(n_items,) values of each of ``item_features`` from the item table (0 for an item
-        missing from the table)."""
-        items = train.items
-        missing = [f for f in (*self.item_features, "item_id") if f not in items.columns]
-        if self.item_features and missing:
-            raise ValueError(f"item_features={tuple(self.item_features)}: the item table has no column(s) "
-                             f"{', '.join(map(repr, missing))}")
-        out = []
-        for f in self.item_features:
-            values = np.zeros(n_items, np.int64)
-            values[items["item_id"].to_numpy()] = items[f].to_numpy()
-            out.append(values)
-        return out
 
     def _windows(self, mixed: Sequences) -> Windows:
         """Click windows with, aligned to each target, the latest skip before it (SASRec-N)."""

@@ -133,7 +133,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import check_fitted, register_policy
-from policies.data import (Sequences, check_observable, merge, n_items_of, pad, positive_keys,
+from policies.data import (Sequences, check_observable, item_side, merge, n_items_of, pad, positive_keys,
                            request_sequences, sample_negatives, to_model_ids)
 from policies.encoders import EncoderConfig, ItemEmbedding, Reweight, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, sampled_metrics, train_model
@@ -714,7 +714,7 @@ class SINE:
         check_observable(train)
         self._check_params()
         n_items = n_items_of(train)
-        side = self._item_side(train, n_items)
+        side = item_side(train.items, self.item_features, n_items)
         enc = EncoderConfig(n_items=n_items, max_len=self.max_len, d_model=self.d_model,
                             n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
                             pre_ln=self.pre_ln, side_sizes=tuple(int(a.max()) + 1 for a in side),
@@ -829,20 +829,6 @@ class SINE:
     def _train_config(self, epochs: int, patience: int) -> TrainConfig:
         return TrainConfig(batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            max_epochs=epochs, patience=patience, progress=self.progress, desc=self.name)
-
-    def _item_side(self, train: LogData, n_items: int) -> list[np.ndarray]:
-        """(n_items,) values of each of ``item_features`` (0 for an item missing from the table)."""
-        items = train.items
-        missing = [f for f in (*self.item_features, "item_id") if f not in items.columns]
-        if self.item_features and missing:
-            raise ValueError(f"item_features={tuple(self.item_features)}: the item table has no column(s) "
-                             f"{', '.join(map(repr, missing))}")
-        out = []
-        for f in self.item_features:
-            values = np.zeros(n_items, np.int64)
-            values[items["item_id"].to_numpy()] = items[f].to_numpy()
-            out.append(values)
-        return out
 
     def _examples(self, w: _Windows, n_items: int, exclude: np.ndarray, rng: np.random.Generator) -> _Examples:
         """The epoch's examples: the windows plus a fresh uniform negative per target slot."""

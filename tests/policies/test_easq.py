@@ -16,7 +16,7 @@ import policies.easq  # noqa: F401  (registers "easq")
 from policies import make_policy
 from policies.base import NotFittedError
 from policies.checks import check_policy
-from policies.data import Sequences, to_model_ids
+from policies.data import Sequences, item_side, to_model_ids
 from policies.easq import (EASQ, VARIANTS, EASQConfig, EASQNet, LoRAEmbedding, LoRALinear, _Answers,
                            _clicks_before, _clicks_before_request, _Events, _histories, _Pairs, _pairs,
                            dpo_loss, page_order)
@@ -368,7 +368,7 @@ def test_a_failed_refit_leaves_the_policy_unfitted(fitted, tiny_world):
 def test_items_missing_from_the_item_table_get_an_unknown_category(tiny_world):
     t = tiny_world.train
     items = t.items[t.items["item_id"] != 7]
-    side = EASQ()._item_side(LogData(t.impressions, items, t.users), len(t.items))
+    side = item_side(items, EASQ().item_features, len(t.items), unknown=True)
     for f, values in zip(EASQ().item_features, side):
         assert values[7] == t.items[f].max() + 1, f
         assert np.array_equal(np.delete(values, 7), items[f].to_numpy())

@@ -237,3 +237,16 @@ def test_negative_sampling_fails_loudly_when_impossible():
     keys = positive_keys(Sequences.from_events(np.zeros(4, int), np.arange(4)), 5)
     with pytest.raises(ValueError, match=r"could not sample 2 negative\(s\) for user\(s\) \[0\]"):
         sample_negatives(np.random.default_rng(0), np.array([0]), 2, n_items=5, exclude=keys, distinct=True)
+
+
+def test_item_side_reads_the_item_table_and_fills_missing_items():
+    import pandas as pd
+    from policies.data import item_side
+    items = pd.DataFrame({"item_id": [0, 2, 3], "l1": [4, 5, 6], "leaf": [1, 1, 2]})
+    l1, leaf = item_side(items, ("l1", "leaf"), 5)
+    assert l1.tolist() == [4, 0, 5, 6, 0] and leaf.tolist() == [1, 0, 1, 2, 0]
+    (l1,) = item_side(items, ("l1",), 5, unknown=True)              # a category of its own
+    assert l1.tolist() == [4, 7, 5, 6, 7]
+    assert item_side(items, (), 5) == []
+    with pytest.raises(ValueError, match="no column.s. 'author_id'"):
+        item_side(items, ("l1", "author_id"), 5)
