@@ -9,7 +9,8 @@ public policy interface only (``fit`` on observable logs, ``score`` on a :class:
 - **Next-positive ranking** (SAQRec Table 3, SASRec): each test user's first positive of the
   test period (an effective view; with ``target="satisfied"`` an effective view the user was
   truly satisfied with, an oracle label) ranked against ``n_negatives`` items sampled uniformly
-  from the items the user never clicked: HR@1/5/10, NDCG@5/10, MRR (``estimators.ranking``).
+  from the items the user never clicked: HR@1/5/10, NDCG@2/5/10, MRR (``estimators.ranking``;
+  NDCG@2 is SINE Table 3's cut-off).
 - **Clicks vs skips** (SINE Tables 3-4): every test-period impression that is an effective view
   (label 1) or a skip (label 0), scored per user with the history at the split: AUC, GAUC.
 - **Satisfaction among clicks** (what questionnaires are for): among the test effective views,
@@ -24,7 +25,7 @@ Every metric is an :class:`estimators.Estimate` with its standard error; users a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from simulator.features import FeatureStore, ItemAttributes
 from simulator.schema import LogData, RankBatch
 
 TARGETS = ("effective_view", "satisfied")
-RANK_METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")
+RANK_METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@2", "ndcg@5", "ndcg@10", "mrr")
 AUC_METRICS = ("auc", "gauc", "sat_auc", "sat_gauc", "nfb_uauc", "pfb_uauc")
 METRICS = RANK_METRICS + AUC_METRICS
 
@@ -201,7 +202,7 @@ def evaluate(policy: Any, task: OfflineTask) -> dict[str, Estimate]:
     pos, neg = s[:, 0], s[:, 1:]
     out: dict[str, Estimate] = {
         "hr@1": hit_rate(pos, neg, k=1), "hr@5": hit_rate(pos, neg, k=5), "hr@10": hit_rate(pos, neg, k=10),
-        "ndcg@5": ndcg(pos, neg, k=5), "ndcg@10": ndcg(pos, neg, k=10), "mrr": mrr(pos, neg)}
+        "ndcg@2": ndcg(pos, neg, k=2), "ndcg@5": ndcg(pos, neg, k=5), "ndcg@10": ndcg(pos, neg, k=10), "mrr": mrr(pos, neg)}
     r = score_in_batches(policy, task.row_users, task.row_items, task.store, day=task.split_day)
     user = np.broadcast_to(task.row_users[:, None], r.shape)
     cs = task.row_labels >= 0                                   # clicks and skips
@@ -246,6 +247,60 @@ def offline_table(factories: Mapping[str, Callable[[], Any]], make_logs: Callabl
                                      fit_s=t1 - t0, score_s=t2 - t1))
                 bar.update(1)
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticState:
+    """The user state the oracle reads, frozen for offline scoring: each user's dominant
+    sub-interest (the largest weight) as the active one and no category fatigue. Offline, the
+    oracle's metrics measure how well true expected satisfaction predicts the logged behaviour."""
+    active: np.ndarray      # (U,) dominant sub-interest
+    fatigue: np.ndarray     # (U, n_l2) zeros
+
+    @classmethod
+    def of(cls, world: Any) -> StaticState:
+        cfg = world.config.catalog
+        return cls(np.argmax(world.users.weights, axis=1), np.zeros((world.users.n_users, cfg.n_l1 * cfg.n_l2)))
+
+
+def evaluate_policies(logs: LogData, world: Any, policies: Sequence[Any], *, test_days: int = 1,
+                      n_negatives: int = 99, seed: int = 0, target: str = "effective_view",
+                      extra: Callable[[Any, OfflineTask, LogData, Any], Mapping[str, float]] | None = None) -> list[dict]:
+    """Fit fresh policies on ``logs`` minus its last ``test_days`` and evaluate them.
+
+    Args:
+        logs: a run's logs with oracle columns (the evaluation reads them; policies never do).
+        world: the :class:`~simulator.config.SimConfig` that made the logs (an oracle policy is
+            attached to that world, regenerated from its seed, with a :class:`StaticState`).
+        policies: specs with ``name``, ``policy`` and ``params`` (:class:`studies.base.PolicySpec`).
+        seed: negative sampling; policy ``i`` is fitted with ``SeedSequence([seed, 1, i])``.
+        extra: ``(policy, task, logs, world) -> {metric: value}`` for metrics beyond :func:`evaluate`.
+
+    Returns:
+        Rows ``kind="offline"``, policy (the spec's name), metric, value, stderr, n, fit_s.
+    """
+    from policies import make_policy
+    from simulator.simulate import seed_streams
+    from simulator.world import World
+    task = make_task(logs, test_days=test_days, n_negatives=n_negatives, seed=seed, target=target)
+    built = None
+    rows = []
+    for i, spec in enumerate(policies):
+        policy = make_policy(spec.policy, **spec.params)
+        if getattr(policy, "requires_world", False):
+            if built is None:     # the run's own world, regenerated from its seed stream
+                built = World.generate(world, np.random.default_rng(seed_streams(world.seed)["world"]))
+            policy.attach(built, StaticState.of(built))
+        t0 = time.perf_counter()
+        policy.fit(task.train, rng=np.random.default_rng(np.random.SeedSequence([seed, 1, i])))
+        fit_s = time.perf_counter() - t0
+        for metric, e in evaluate(policy, task).items():
+            rows.append({"kind": "offline", "policy": spec.name, "metric": metric, "value": float(e.value),
+                         "stderr": float(e.stderr), "n": int(e.n), "fit_s": fit_s})
+        for metric, v in (extra(policy, task, logs, world) if extra is not None else {}).items():
+            rows.append({"kind": "offline", "policy": spec.name, "metric": metric, "value": float(v),
+                         "stderr": float("nan"), "n": 0, "fit_s": fit_s})
+    return rows
 
 
 def summarise(table: pd.DataFrame, metrics: tuple[str, ...] | None = None) -> pd.DataFrame:

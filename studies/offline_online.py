@@ -61,18 +61,6 @@ class Setting:
 
 
 @dataclass(frozen=True, slots=True)
-class StaticState:
-    """The user state the oracle reads, frozen for offline scoring (see the module docstring)."""
-    active: np.ndarray      # (U,) dominant sub-interest
-    fatigue: np.ndarray     # (U, n_l2) zeros
-
-    @classmethod
-    def of(cls, world) -> StaticState:
-        cfg = world.config.catalog
-        return cls(np.argmax(world.users.weights, axis=1), np.zeros((world.users.n_users, cfg.n_l1 * cfg.n_l2)))
-
-
-@dataclass(frozen=True, slots=True)
 class OfflineOnlineConfig:
     """Config of `offline_online` (studies/configs/offline_online.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "base world (its seed is replaced)"})
@@ -129,26 +117,10 @@ class OfflineOnlineConfig:
 def offline_rows(run_dir: Path, config: ExperimentConfig, policies: list[PolicySpec], *, test_days: int,
                  n_negatives: int, seed: int) -> list[dict]:
     """Fit fresh policies on the pre-period minus its last days and evaluate them (studies.offline)."""
-    from policies import make_policy
     from simulator.logs import read_run
-    from simulator.simulate import seed_streams
-    from simulator.world import World
-    from studies.offline import evaluate, make_task
+    from studies.offline import evaluate_policies
     logs = read_run(run_dir, days=range(config.pre_days))
-    task = make_task(logs, test_days=test_days, n_negatives=n_negatives, seed=seed)
-    world = None
-    rows = []
-    for i, spec in enumerate(policies):
-        policy = make_policy(spec.policy, **spec.params)
-        if getattr(policy, "requires_world", False):
-            if world is None:     # the run's own world, regenerated from its seed stream
-                world = World.generate(config.world, np.random.default_rng(seed_streams(config.world.seed)["world"]))
-            policy.attach(world, StaticState.of(world))
-        policy.fit(task.train, rng=np.random.default_rng(np.random.SeedSequence([seed, 1, i])))
-        for metric, e in evaluate(policy, task).items():
-            rows.append({"kind": "offline", "policy": spec.name, "metric": metric, "value": float(e.value),
-                         "stderr": float(e.stderr), "n": int(e.n)})
-    return rows
+    return evaluate_policies(logs, config.world, policies, test_days=test_days, n_negatives=n_negatives, seed=seed)
 
 
 def run_cell(params: dict, seed: int) -> list[dict]:

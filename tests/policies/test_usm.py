@@ -24,6 +24,7 @@ from policies.checks import check_policy
 from policies.usm import (LHUC, SURVEY_HEADS, VARIANTS, NetConfig, SqueezeExcite, SurveyNet, calibration,
                           ipw_weights, labelled_metrics, pseudo_label_mask, weighted_auc)
 from simulator.schema import LogData, RankBatch
+from studies.usm_replication import oracle_dislike_expectation, usm_report
 
 torch.set_num_threads(1)
 
@@ -225,69 +226,6 @@ behaviour that the submit model and the teacher read carries the missing-not-at-
 a perceived issue makes a dislike likely (so the teacher can spot issues on unsurveyed views and
 dislikes are the Nfb truth); more items with issues."""
 LEARN = dict(weights=NO_ENGAGEMENT, pseudo_per_epoch=20_000)
-
-
-def oracle_dislike_expectation(logs: LogData, rows: np.ndarray, neutral_share: float) -> np.ndarray:
-    """E[answer is "dislike" | shown] of impressions ``rows`` had the questionnaire been answered
-    (the simulator's answer rule, simulator/questionnaire.py): a random responder picks one of
-    three options, anyone else answers dislike when dissatisfied and not neutral."""
-    imp = logs.impressions
-    rr = logs.users.set_index("user_id")["true_random_responder"].reindex(imp["user_id"].to_numpy()[rows])
-    sat = imp["true_satisfied"].to_numpy()[rows]
-    return np.where(rr.to_numpy(bool), 1 / 3, (1.0 - sat) * (1.0 - neutral_share))
-
-
-def usm_report(policy, task, logs: LogData, *, neutral_share: float = 0.35, low_share: float = 0.25) -> dict:
-    """The USM tables' metrics of a fitted policy on the test days of ``task``.
-
-    - ``{head}_auc`` / ``{head}_cal``: AUC and calibration (Eq. 10) on the labelled (answered)
-      test questionnaires; ``*_ipw``: the same weighted by 1 / the true submit propensity (the
-      oracle), i.e. estimates over every shown questionnaire (Table 1).
-    - ``dislike_cal_shown`` / ``dislike_cal_shown_low``: calibration of the dislike head against
-      the oracle expected answer over every shown satisfaction questionnaire, and over those in
-      the lowest ``low_share`` of the policy's P̂(submit) (Table 2's [0, P25)).
-    - ``nfb_*`` / ``pfb_*``: Neg / Pos-feedback UAUC (Eq. 11-12) of a head over the test
-      impressions (dislike or report; like or share), Table 3.
-    """
-    from studies.offline import score_in_batches
-    imp = logs.impressions
-    test_mask = (imp["day"] >= task.split_day).to_numpy()
-    test = imp.loc[test_mask]
-    labels, mask = usm.survey_labels(test)
-    rows = np.flatnonzero(test["survey_shown"].to_numpy(bool))
-    heads = policy.predict_heads(test["user_id"].to_numpy()[rows], test["item_id"].to_numpy()[rows, None], task.store,
-                                 heads=SURVEY_HEADS)
-    both = pd.concat([task.train.impressions, logs.observable().impressions.loc[test_mask]], ignore_index=True)
-    phat = policy.submit_propensity(both)[len(task.train.impressions):][rows]
-    true_p = test["true_p_submit"].to_numpy(np.float64)[rows]
-    out = {}
-    for h, head in ((0, "dislike"), (1, "inappropriate")):
-        m = mask[rows, h] > 0
-        p, y = heads[head][m, 0], labels[rows, h][m]
-        out[f"{head}_auc"], out[f"{head}_cal"] = weighted_auc(y, p), calibration(p, y)
-        out[f"{head}_auc_ipw"] = weighted_auc(y, p, 1 / true_p[m])
-        out[f"{head}_cal_ipw"] = calibration(p, y, 1 / true_p[m])
-    sat = (test["survey_type"] == "satisfaction").to_numpy()[rows]
-    expect = oracle_dislike_expectation(logs, np.flatnonzero(test_mask)[rows], neutral_share)
-    p = heads["dislike"][:, 0]
-    low = sat & (phat < np.quantile(phat[sat], low_share))
-    out["dislike_cal_shown"] = p[sat].sum() / expect[sat].sum() - 1
-    out["dislike_cal_shown_low"] = p[low].sum() / expect[low].sum() - 1
-
-    class Head:   # one head as a "policy" for the offline protocol's batched scoring
-        def __init__(self, name):
-            self.head = name
-
-        def score(self, b):
-            return policy.predict_heads(b.user_ids, b.candidates, b.features, heads=(self.head,))[self.head]
-
-    v = task.row_valid
-    user = np.broadcast_to(task.row_users[:, None], v.shape)[v]
-    for head in ("dislike", "inappropriate"):
-        r = score_in_batches(Head(head), task.row_users, task.row_items, task.store, day=task.split_day)[v]
-        out[f"nfb_{head}"] = uauc(user, task.row_negative[v], r).value
-        out[f"pfb_{head}"] = uauc(user, task.row_positive[v], -r).value   # a good survey head scores liked items low
-    return out
 
 
 @pytest.fixture(scope="module")

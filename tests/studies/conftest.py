@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-STUDIES = ("aa_validity", "bias_ablation", "head_to_head", "offline_online")
+STUDIES = ("aa_validity", "bias_ablation", "head_to_head", "offline_online", "saqrec_replication", "sine_replication",
+           "usm_replication", "easq_online")
 
 
 @pytest.fixture(scope="session")

@@ -127,3 +127,59 @@ def test_offline_online_taus(fast_run):
     # random ranking: the offline AUC of constant scores is exactly 1/2, NDCG@10 that of a random rank
     rnd = values[values["policy"] == "random"]
     assert np.allclose(rnd["offline:auc"], 0.5)
+
+
+def test_saqrec_replication_tables(fast_run):
+    out = fast_run("saqrec_replication")
+    off = pd.read_csv(out / "table.csv").pivot(index="policy", columns="metric", values="mean")
+    by_seed = pd.read_csv(out / "offline_by_seed.csv")
+    # one seed: the mean is that seed's value; the sampled-negatives metrics nest as they must
+    one = by_seed.set_index(["policy", "metric"])["value"]
+    for (policy, metric), v in off.stack().items():
+        assert v == pytest.approx(one.loc[(policy, metric)])
+    assert (off["hr@1"] <= off["hr@5"]).all() and (off["hr@5"] <= off["hr@10"]).all()
+    assert (off["hr@1"] <= off["mrr"]).all() and (off["ndcg@5"] <= off["ndcg@10"]).all()
+    assert (off["ndcg@10"] <= off["hr@10"]).all()
+    # the online part: a daily lift per (day, metric) of the treatment, pooled lift = the seed's lift
+    daily = pd.read_csv(out / "daily.csv")
+    lifts = daily[daily["kind"] == "daily_lift"]
+    assert sorted(lifts["metric"].unique()) == ["aut", "avt", "p2n"] and lifts["day"].tolist() == [1, 1, 1]
+    pooled = pd.read_csv(out / "lifts.csv").set_index("metric")
+    cells = pd.read_csv(out / "cells.csv")
+    seed_lift = cells[(cells["kind"] == "lift") & (cells["bucket"] == "saqrec")].set_index("metric")["lift"]
+    for m in ("aut", "avt", "p2n"):
+        assert pooled.loc[m, "lift"] == pytest.approx(seed_lift.loc[m], rel=1e-12)
+    assert (out / "daily.png").exists() and (out / "offline.png").exists() and (out / "experiment.toml").exists()
+
+
+def test_sine_replication_k_sweep(fast_run):
+    out = fast_run("sine_replication")
+    off = pd.read_csv(out / "table.csv").pivot(index="policy", columns="metric", values="mean")
+    assert off[["auc", "gauc"]].stack().between(0, 1).all()
+    assert (off["ndcg@2"] <= off["ndcg@10"]).all()
+    assert set(off.index) == {"sasrec", "sine", "sine_k1", "sine_k2"}
+    assert (out / "k_sweep.png").exists()                   # K = 1, 2 and SINE's 4
+    assert "## Number of sub-interests" in (out / "report.md").read_text()
+
+
+def test_usm_replication_metrics(fast_run):
+    out = fast_run("usm_replication")
+    off = pd.read_csv(out / "table.csv").pivot(index="policy", columns="metric", values="mean")
+    assert set(off.index) == {"baseline", "distill_debias"}
+    for m in ("dislike_auc", "dislike_auc_ipw", "nfb_dislike", "pfb_dislike"):
+        assert off[m].between(0, 1).all(), m
+    assert (off["dislike_cal"] >= -1).all()                 # predicted / observed - 1
+    report = (out / "report.md").read_text()
+    assert "## Online" not in report                        # the fast variant is offline only
+
+
+def test_easq_online_lifts_are_against_the_offline_only_model(fast_run):
+    out = fast_run("easq_online")
+    pooled = pd.read_csv(out / "table.csv")
+    assert set(pooled["policy"]) == {"easq"} and "easq_offline" not in set(pooled["policy"])
+    cells = pd.read_csv(out / "cells.csv")
+    daily = cells[cells["kind"] == "daily"]
+    assert set(daily["bucket"]) == {"easq", "easq_offline"} and set(daily["day"]) == {1}
+    sat = daily[daily["metric"] == "oracle_satisfaction"].set_index("bucket")["value"]
+    lift = pooled.set_index("metric").loc["oracle_satisfaction", "lift"]
+    assert lift == pytest.approx(sat["easq"] / sat["easq_offline"] - 1, rel=1e-6)

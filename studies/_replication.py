@@ -1,0 +1,383 @@
+"""Shared engine of the paper replications: `saqrec_replication`, `usm_replication`,
+`sine_replication` and `easq_online`.
+
+A replication has up to two parts, both over the config's seeds (one independent world each):
+
+- **offline** (the paper's offline table): a world simulated for ``log_days`` under the
+  production policy; the rows of ``offline`` (a registered policy and parameters each: the
+  model, its ablations, the baselines) are fitted on all but the last ``test_days`` and
+  evaluated on those by the shared protocol of :mod:`studies.offline` (plus, for USM, the survey
+  heads' AUC and calibration on the answered questionnaires, :mod:`studies.usm_replication`).
+  One cell per seed; the table is mean ± sd over seeds.
+- **online** (the paper's A/B test): ``pre_days`` served by production train the ``online``
+  buckets, which then serve their users for ``days`` (``simulator.experiment.run_experiment``,
+  exactly as ``satbed ab``), with ``update()`` calls for online learners. One cell per seed;
+  the lifts vs ``control`` are pooled over seeds by random effects (as in `head_to_head`), and
+  the daily lifts (SAQRec Table 4, USM Fig. 5-6) and daily bucket means are plotted.
+
+Each study module supplies its config (``studies/configs/NAME.toml``), its paper claim and a
+verdict: does the claim's direction hold in simulation?
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+import numpy as np
+import pandas as pd
+
+from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least, check_nonnegative,
+                              dump_toml, from_dict, to_dict, with_overrides)
+from simulator.experiment import ExperimentConfig, run_experiment
+from simulator.metrics import METRICS_BY_NAME
+from studies.base import PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets
+from studies.head_to_head import pooled_lifts
+from studies.offline import METRICS as OFFLINE_METRICS
+from studies.offline import TARGETS, evaluate_policies
+from studies.reporting import COLORS, band_plot, forest_plot, interval, markdown_table, pct, random_effects, \
+    save_figure, z_value
+from studies.sweep import Cell
+
+CACHE_VERSION = 1
+EXTRA_METRICS: dict[str, tuple[str, ...]] = {}
+"""Offline metrics beyond :data:`studies.offline.METRICS`, by ``extra`` name (registered by the
+study module that computes them, e.g. ``"usm"``)."""
+EXTRA_FUNCTIONS: dict[str, str] = {}
+"""``extra`` name -> ``"module:function"`` ``(policy, task, logs) -> {metric: value}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Config of a paper replication (``studies/configs/<study>.toml``)."""
+    world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "world (its seed is replaced)"})
+    seeds: tuple[int, ...] = _f((0, 1, 2), "world seeds: one offline and one online cell per seed")
+    # offline
+    offline: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "rows of the offline table"})
+    log_days: int = _f(3, "offline: production-served days simulated; the last test_days are the test")
+    test_days: int = _f(1, "offline: held-out days")
+    n_negatives: int = _f(99, "offline: sampled negatives per ranking target")
+    target: str = _f("effective_view", "offline ranking positive: effective_view or satisfied (oracle)")
+    offline_metrics: tuple[str, ...] = _f(("ndcg@10", "mrr"), "offline metrics of the table")
+    extra: str = _f("", "extra offline metrics ('' or 'usm': survey-head AUC / calibration)")
+    # online
+    online: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "A/B buckets, control included"})
+    control: str = _f("production", "control bucket of the A/B test")
+    pre_days: int = _f(2, "online: production-served days whose logs train the buckets")
+    days: int = _f(3, "online: experiment days")
+    retrain_daily: bool = _f(False, "online: refit each bucket daily on the pre-period plus its own logs")
+    update_interval_s: float = _f(3600.0, "online: seconds between update() calls (0 = never)")
+    online_metrics: tuple[str, ...] = _f(("aut", "avt", "p2n"), "A/B metrics of the lift table")
+    daily_metrics: tuple[str, ...] = _f(("aut", "avt", "p2n"), "metrics plotted day by day")
+    alpha: float = _f(0.05, "significance level")
+    correction: str = _f("holm", "multiple-comparison correction of the lift table: holm or bh")
+
+    def __post_init__(self) -> None:
+        check_seeds("seeds", self.seeds)
+        check_int_at_least("test_days", self.test_days, 1)
+        check_int_at_least("log_days", self.log_days, self.test_days + 1)
+        check_int_at_least("n_negatives", self.n_negatives, 1)
+        check_choice("target", self.target, TARGETS)
+        check_choice("extra", self.extra, ("", *EXTRA_METRICS))
+        check_int_at_least("pre_days", self.pre_days, 1)
+        check_int_at_least("days", self.days, 1)
+        check_nonnegative("update_interval_s", self.update_interval_s)
+        check_choice("correction", self.correction, ("holm", "bh"))
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
+        if not self.offline and not self.online:
+            raise ConfigError("a replication needs offline rows, online buckets or both; got neither")
+        if self.offline:
+            names = [p.name for p in self.offline]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"offline names must be unique, got {names}")
+            check_rows(self.offline)
+            known = OFFLINE_METRICS + EXTRA_METRICS.get(self.extra, ())
+            for m in self.offline_metrics:
+                if m not in known:
+                    raise ConfigError(f"offline_metrics: {m!r} is not one of {', '.join(known)}")
+            if not self.offline_metrics:
+                raise ConfigError("offline_metrics must name at least one metric")
+        if self.online:
+            check_policies(self.online, self.control)
+            for name, ms in (("online_metrics", self.online_metrics), ("daily_metrics", self.daily_metrics)):
+                for m in ms:
+                    if m not in METRICS_BY_NAME:
+                        raise ConfigError(f"{name}: {m!r} is not a metric; valid: {', '.join(METRICS_BY_NAME)}")
+            if not self.online_metrics:
+                raise ConfigError("online_metrics must name at least one metric")
+
+    def offline_world(self, seed: int = 0) -> SimConfig:
+        """The world the offline logs come from: ``log_days`` days, the given seed."""
+        return with_overrides(self.world, {"platform.days": self.log_days, "seed": seed})
+
+    def experiment(self, seed: int = 0) -> ExperimentConfig:
+        """The A/B test of one seed."""
+        world = self.world
+        return ExperimentConfig(world=replace(world, seed=seed), pre_days=self.pre_days, days=self.days,
+                                buckets=policy_buckets(self.online, world), control=self.control,
+                                retrain_daily=self.retrain_daily, update_interval_s=self.update_interval_s,
+                                alpha=self.alpha, correction=self.correction)
+
+
+def check_rows(specs: tuple[PolicySpec, ...]) -> None:
+    """Every offline row names a registered policy with valid parameters."""
+    from policies import UnknownPolicyError, make_policy
+    for i, p in enumerate(specs):
+        try:
+            make_policy(p.policy, **p.params)
+        except (UnknownPolicyError, ValueError) as err:
+            raise ConfigError(f"offline[{i}] ({p.name}): {err}") from None
+
+
+# ----------------------------------------------------------------------------- cells
+
+def _resolve(path: str) -> Callable:
+    import importlib
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_offline(params: dict, seed: int) -> list[dict]:
+    """One world's logs; every offline row fitted and evaluated on them."""
+    from studies.offline import simulate_logs
+    world = with_overrides(from_dict(SimConfig, params["world"]), {"seed": seed})
+    logs = simulate_logs(world)
+    extra = _resolve(params["extra_fn"]) if params["extra_fn"] else None
+    return evaluate_policies(logs, world, [PolicySpec(**p) for p in params["policies"]],
+                             test_days=params["test_days"], n_negatives=params["n_negatives"], seed=seed,
+                             target=params["target"], extra=extra)
+
+
+def run_online(params: dict, seed: int) -> list[dict]:
+    """One A/B test: overall lifts, daily lifts and daily bucket means, and a row of run facts."""
+    config = from_dict(ExperimentConfig, params["experiment"])
+    config = replace(config, world=replace(config.world, seed=seed))
+    with tempfile.TemporaryDirectory(prefix="satbed-repl-") as tmp:
+        result = run_experiment(config, Path(tmp) / "run", progress=False, report=False)
+    rows = [{"kind": "lift", **r} for r in lift_rows(result)]
+    metrics = set(params["daily_metrics"])
+    for r in result.daily_lifts.to_dict("records"):
+        if r["metric"] in metrics:
+            rows.append({"kind": "daily_lift", "bucket": r["bucket"], "metric": r["metric"], "day": int(r["day"]),
+                         "lift": float(r["lift"]), "lift_ci_low": float(r["lift_ci_low"]),
+                         "lift_ci_high": float(r["lift_ci_high"])})
+    for r in result.daily.to_dict("records"):
+        for m in metrics:
+            rows.append({"kind": "daily", "bucket": r["bucket"], "metric": m, "day": int(r["day"]),
+                         "value": float(r[m])})
+    rows.append({"kind": "run", "bucket": "", "metric": "", "srm_p": float(result.srm_p_value),
+                 **{f"{k}_s": float(v) for k, v in result.timings.items() if k != "total"}})
+    return rows
+
+
+def cells(config: ReplicationConfig, name: str) -> list[Cell]:
+    out = []
+    if config.offline:
+        params = {"world": to_dict(config.offline_world()), "policies": [to_dict(p) for p in config.offline],
+                  "test_days": config.test_days, "n_negatives": config.n_negatives, "target": config.target,
+                  "extra_fn": EXTRA_FUNCTIONS.get(config.extra, "")}
+        out += [Cell("studies._replication:run_offline", params, s, labels={"part": "offline"},
+                     version=CACHE_VERSION) for s in config.seeds]
+    if config.online:
+        params = {"experiment": to_dict(config.experiment(0)), "daily_metrics": list(config.daily_metrics)}
+        out += [Cell("studies._replication:run_online", params, s, labels={"part": "online"},
+                     version=CACHE_VERSION) for s in config.seeds]
+    return out
+
+
+# ----------------------------------------------------------------------------- summaries
+
+def offline_summary(table: pd.DataFrame, config: ReplicationConfig) -> pd.DataFrame:
+    """Long (policy, metric): mean and sd over seeds, seeds (no timings: this is the golden table)."""
+    t = table[(table["kind"] == "offline") & table["metric"].isin(config.offline_metrics)]
+    g = t.groupby(["policy", "metric"], sort=False)
+    return g["value"].agg(mean="mean", sd=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"),
+                          seeds="count").reset_index()
+
+
+def offline_markdown(summary: pd.DataFrame, config: ReplicationConfig, labels: dict[str, str],
+                     fit_s: pd.Series) -> str:
+    """Wide table: a row per offline policy, "mean ± sd" per metric, best mean in bold (the
+    highest; for calibration, ``*_cal*``, the nearest 0)."""
+    rows = []
+    best = {}
+    for m in config.offline_metrics:      # calibration (predicted / observed - 1): best nearest 0
+        v = summary[summary["metric"] == m]["mean"]
+        best[m] = v.loc[v.abs().idxmin()] if "cal" in m and v.notna().any() else v.max()
+    for p in config.offline:
+        s = summary[summary["policy"] == p.name].set_index("metric")
+        row = {"policy": labels.get(p.name, p.name)}
+        for m in config.offline_metrics:
+            if m not in s.index or not np.isfinite(s.loc[m, "mean"]):
+                row[m] = "n/a"
+                continue
+            v, sd = s.loc[m, "mean"], s.loc[m, "sd"]
+            cell = f"{v:.4f}" + (f" ± {sd:.4f}" if np.isfinite(sd) else "")
+            row[m] = f"**{cell}**" if np.isclose(v, best[m]) else cell
+        row["fit (s)"] = f"{fit_s.get(p.name, float('nan')):.0f}"
+        rows.append(row)
+    return markdown_table(pd.DataFrame(rows))
+
+
+def fit_seconds(table: pd.DataFrame) -> pd.Series:
+    """Mean wall seconds of each offline row's fit over seeds."""
+    t = table[table["kind"] == "offline"].drop_duplicates(["policy", "seed"])
+    return t.groupby("policy", sort=False)["fit_s"].mean()
+
+
+def offline_plot(summary: pd.DataFrame, table: pd.DataFrame, config: ReplicationConfig, out: Path,
+                 labels: dict[str, str]) -> str:
+    """One panel per offline metric: each row's mean with ± sd over seeds and the seeds as dots."""
+    s = summary.assign(low=summary["mean"] - summary["sd"].fillna(0), high=summary["mean"] + summary["sd"].fillna(0))
+    s["policy"] = s["policy"].map(lambda p: labels.get(p, p))
+    pts = table[table["kind"] == "offline"].assign(policy=lambda f: f["policy"].map(lambda p: labels.get(p, p)))
+    forest_plot(s, out / "offline.png", panels=list(config.offline_metrics),
+                rows=[labels.get(p.name, p.name) for p in config.offline], panel_col="metric", row_col="policy",
+                value="mean", low="low", high="high", points=pts, point_value="value", xlabel="mean ± sd over seeds",
+                scale=1.0)
+    return "offline.png"
+
+
+def online_summary(table: pd.DataFrame, config: ReplicationConfig) -> pd.DataFrame:
+    lifts = table[table["kind"] == "lift"]
+    return pooled_lifts(lifts, alpha=config.alpha, metrics=config.online_metrics, correction=config.correction,
+                        policy_of={p.name: p.policy for p in config.online})
+
+
+def online_markdown(pooled: pd.DataFrame, config: ReplicationConfig, labels: dict[str, str]) -> str:
+    """A row per treatment bucket, a column per metric: pooled lift [CI], `*` significant."""
+    rows = []
+    for p in config.online:
+        if p.name == config.control:
+            continue
+        g = pooled[pooled["policy"] == p.name].set_index("metric")
+        row = {"bucket": labels.get(p.name, p.name) + (" (oracle)" if is_oracle(p.policy) else "")}
+        for m in config.online_metrics:
+            r = g.loc[m]
+            mark = "*" if bool(r["significant"]) else ""
+            row[METRICS_BY_NAME[m].label] = f"{pct(r['lift'])}{mark} {interval(r['lift_low'], r['lift_high'], pct)}"
+        rows.append(row)
+    return markdown_table(pd.DataFrame(rows))
+
+
+def daily_plot(table: pd.DataFrame, config: ReplicationConfig, out: Path, labels: dict[str, str]) -> str | None:
+    """Daily lift vs control per metric (random-effects pooled over seeds, CI band), and the
+    daily bucket means below it."""
+    import matplotlib.pyplot as plt
+    dl, dm = table[table["kind"] == "daily_lift"], table[table["kind"] == "daily"]
+    metrics = list(config.daily_metrics)
+    if dl.empty or not metrics:
+        return None
+    z = z_value(config.alpha)
+    fig, axes = plt.subplots(2, len(metrics), figsize=(4.4 * len(metrics), 6.4), constrained_layout=True,
+                             squeeze=False)
+    treat = [p.name for p in config.online if p.name != config.control]
+    for j, m in enumerate(metrics):
+        ax = axes[0, j]
+        for k, b in enumerate(treat):
+            g = dl[(dl["bucket"] == b) & (dl["metric"] == m)]
+            days, mean, low, high = [], [], [], []
+            for d, gd in g.groupby("day"):
+                se = (gd["lift_ci_high"] - gd["lift_ci_low"]) / (2 * z)
+                v, s, _, _ = random_effects(gd["lift"].to_numpy(float), se.to_numpy(float))
+                days.append(d + 1)
+                mean.append(100 * v)
+                low.append(100 * (v - z * s))
+                high.append(100 * (v + z * s))
+            band_plot(ax, days, mean, low, high, label=labels.get(b, b), color=COLORS[k % len(COLORS)])
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"{METRICS_BY_NAME[m].label}: lift vs {config.control}", fontsize=9)
+        ax.set_xlabel("day", fontsize=8)
+        ax.set_ylabel("lift (%)", fontsize=8)
+        ax = axes[1, j]
+        for k, b in enumerate([config.control, *treat]):
+            g = dm[(dm["bucket"] == b) & (dm["metric"] == m)].groupby("day")["value"].mean()
+            ax.plot(g.index + 1, g.to_numpy(), marker="o", ms=3, color="black" if b == config.control
+                    else COLORS[(k - 1) % len(COLORS)], label=labels.get(b, b))
+        ax.set_title(f"{METRICS_BY_NAME[m].label} by day (mean over seeds)", fontsize=9)
+        ax.set_xlabel("day", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    save_figure(fig, out / "daily.png")
+    return "daily.png"
+
+
+def describe(config: ReplicationConfig) -> str:
+    parts = [f"Seeds {list(config.seeds)}; worlds of {config.world.users.n_users:,} users and "
+             f"{config.world.catalog.n_items:,} items."]
+    if config.offline:
+        parts.append(f"Offline: {config.log_days} production-served days, the first "
+                     f"{config.log_days - config.test_days} train and the last {config.test_days} test "
+                     f"(`studies.offline`: next {config.target.replace('_', ' ')} against {config.n_negatives} "
+                     "sampled items; clicks vs skips; one fit per seed).")
+    if config.online:
+        parts.append(f"Online: {config.pre_days} production-served day(s) train the buckets, then a "
+                     f"{config.days}-day A/B test of {len(config.online)} equal buckets vs `{config.control}`"
+                     f"{', online update() every ' + format(config.update_interval_s / 3600, 'g') + ' h' if config.update_interval_s else ''}"
+                     f"{', daily retraining' if config.retrain_daily else ''}.")
+    return " ".join(parts)
+
+
+def specs_table(config: ReplicationConfig) -> str:
+    rows = [{"part": "offline", "row": p.name, "policy": f"`{p.policy}`", "params": str(p.params or "")}
+            for p in config.offline]
+    rows += [{"part": "online", "row": p.name, "policy": f"`{p.policy}`", "params": str(p.params or "")}
+             for p in config.online]
+    return markdown_table(pd.DataFrame(rows))
+
+
+Verdict = Callable[[ReplicationConfig, pd.DataFrame, pd.DataFrame | None], tuple[str, bool | None]]
+
+
+def summarise(config: ReplicationConfig, table: pd.DataFrame, out: Path, *, verdict: Verdict,
+              labels: dict[str, str] | None = None, headline: Callable[..., list[str]] | None = None) -> Summary:
+    """The report of a replication: offline table and plot, online lift table, daily plot."""
+    labels = labels or {}
+    md = [describe(config), "", specs_table(config), ""]
+    tables: dict[str, pd.DataFrame] = {}
+    off = offline_summary(table, config) if config.offline else pd.DataFrame()
+    pooled = online_summary(table, config) if config.online else None
+    if config.offline:
+        fig = offline_plot(off, table, config, out, labels)
+        md += ["## Offline (mean ± sd over seeds; best in bold, calibration: nearest 0)", "", offline_markdown(off, config, labels, fit_seconds(table)), "",
+               f"![offline]({fig})", ""]
+        tables["offline_by_seed"] = table[table["kind"] == "offline"]
+    if pooled is not None:
+        md += [f"## Online: lifts vs `{config.control}` (random-effects pooled over seeds, "
+               f"{1 - config.alpha:.0%} CI)", "", online_markdown(pooled, config, labels), "",
+               f"`*` significant after {config.correction} correction over the non-oracle tests of the table."]
+        runs = table[table["kind"] == "run"]
+        if "srm_p" in runs:
+            md += [f"Sample-ratio-mismatch p-values: {', '.join(f'{v:.2f}' for v in runs['srm_p'])}."]
+        fig = daily_plot(table, config, out, labels)
+        if fig:
+            md += ["", f"![daily lifts]({fig})"]
+        dump_toml(config.experiment(config.seeds[0]), out / "experiment.toml")
+        md += ["", f"One seed's full A/B report: `satbed ab --config {out / 'experiment.toml'} "
+                   f"--seed {config.seeds[0]}`."]
+        tables["lifts"] = pooled
+        tables["daily"] = table[table["kind"].isin(["daily", "daily_lift"])]
+    text, holds = verdict(config, off, pooled)
+    main = off if config.offline else pooled
+    heads = headline(config, off, pooled) if headline else []
+    return Summary(table=main, markdown="\n".join(md), verdict=text, holds=holds, tables=tables, headline=heads)
+
+
+def offline_value(summary: pd.DataFrame, policy: str, metric: str) -> float:
+    s = summary[(summary["policy"] == policy) & (summary["metric"] == metric)]
+    return float(s["mean"].iloc[0]) if len(s) else float("nan")
+
+
+def lift_of(pooled: pd.DataFrame | None, bucket: str, metric: str) -> tuple[float, bool]:
+    """(pooled lift, significant) of a bucket's metric; NaN where not measured."""
+    if pooled is None:
+        return float("nan"), False
+    r = pooled[(pooled["policy"] == bucket) & (pooled["metric"] == metric)]
+    return (float(r["lift"].iloc[0]), bool(r["significant"].iloc[0])) if len(r) else (float("nan"), False)
+
+
+def combine(checks: list[bool]) -> bool | None:
+    """True if every check holds, False if none does, None (mixed) otherwise."""
+    return True if all(checks) else False if not any(checks) else None
+
