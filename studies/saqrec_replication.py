@@ -72,8 +72,8 @@ def summarise(config: R.ReplicationConfig, table: pd.DataFrame, out: Path) -> Su
 
 
 STUDY = register_study(
-    NAME, "SAQRec vs its four ablations and SASRec / SASRec-N: offline Table 3 metrics and a 7-day A/B test "
-          "(Table 4)",
+    NAME, "SAQRec vs its four ablations and SASRec / SASRec-N: offline Table 3 metrics and an A/B test vs "
+          "production (Table 4: AUT, AVT, P2N)",
     config=R.ReplicationConfig, cells=cells, summarise=summarise,
     claim="SAQRec (CIKM'24) Table 3: SAQRec outperforms the sequential baselines on N@5, N@10, H@1, H@5, H@10 "
           "and MRR, and removing the unbiased satisfaction model, SID, MLSE or the multi-task loss lowers every "
