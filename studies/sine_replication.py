@@ -56,7 +56,7 @@ def verdict(config: R.ReplicationConfig, off: pd.DataFrame, pooled: pd.DataFrame
         vals = {k: R.offline_value(off, name, "auc") for k, name in ks}
         best = max(vals, key=vals.get)
         checks.append(best > 1)
-        parts.append(f"K sweep AUC best at K={best} ({vals[best]:.4f}; K=1 {vals.get(1, float('nan')):.4f})")
+        parts.append("K sweep AUC " + ", ".join(f"K={k} {v:.4f}" for k, v in vals.items()) + f" (best K={best})")
     text = ("Paper: SINE beats SASRec and SASRec-N on AUC, GAUC and NDCG@2 (Table 3), removing adaptive fusion "
             "or the negative feedback hurts (Table 4), and a few sub-interests beat K = 1 (Fig. 4). In "
             "simulation: " + "; ".join(parts) + ".")

@@ -80,7 +80,8 @@ def usm_report(policy, task, logs: LogData, *, neutral_share: float = 0.35, low_
     p = heads["dislike"][:, 0]
     low = sat & (phat < np.quantile(phat[sat], low_share))
     out["dislike_cal_shown"] = p[sat].sum() / expect[sat].sum() - 1
-    out["dislike_cal_shown_low"] = p[low].sum() / expect[low].sum() - 1
+    # no questionnaire strictly below the quantile (a constant submit model): not measurable
+    out["dislike_cal_shown_low"] = p[low].sum() / expect[low].sum() - 1 if expect[low].sum() > 0 else float("nan")
 
     class Head:   # one head as a "policy" for the offline protocol's batched scoring
         def __init__(self, name):
