@@ -76,3 +76,13 @@ def make_policy(name: str, **params: Any) -> Any:
 def check_fitted(policy: Any, attr: str = "fitted_") -> None:
     if not getattr(policy, attr, False):
         raise NotFittedError(f"policy {policy.name!r} must be fitted before score(); call fit() first")
+
+
+def check_ids(ids: Any, n: int, what: str = "candidate item id", table: str = "catalogue") -> np.ndarray:
+    """``ids`` as an array, each checked to be in ``[0, n)``; a ValueError names the first one
+    outside (e.g. ``candidate item id 7000 is outside the fitted catalogue [0, 6000)``)."""
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = ids[(ids < 0) | (ids >= n)]
+        raise ValueError(f"{what} {int(bad[0])} is outside the fitted {table} [0, {n})")
+    return ids

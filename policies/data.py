@@ -222,6 +222,39 @@ def user_sequences(data: LogData | pd.DataFrame, kind: str) -> Sequences:
                                  None if labels is None else labels[keep], frame["ts"].to_numpy()[rows])
 
 
+def request_times(impressions: pd.DataFrame) -> np.ndarray:
+    """(N,) request time of every row: the first ``ts`` of its ``(user_id, request_id)``."""
+    ts = pd.Series(impressions["ts"].to_numpy(np.float64))
+    return ts.groupby([impressions["user_id"].to_numpy(), impressions["request_id"].to_numpy()],
+                      sort=False).transform("min").to_numpy()
+
+
+def page_order(impressions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row order by user, then page (request time, ``request_id``), then position; and the (N,)
+    request time of each row (:func:`request_times`), in that order.
+
+    The platform logs a row at ``ts`` = request time + the watch time before it, so a long page
+    can outlast the user's next request; the feature store records whole pages in the order they
+    were served. Ordering by page keeps each page contiguous and its events after those of every
+    page requested before it, as the store holds them (row-time order would interleave the two
+    pages).
+    """
+    req_ts = request_times(impressions)
+    order = np.lexsort((impressions["position"].to_numpy(), impressions["request_id"].to_numpy(np.int64),
+                        req_ts, impressions["user_id"].to_numpy(np.int64)))
+    return order, req_ts[order]
+
+
+def page_starts(users: np.ndarray, requests: np.ndarray) -> np.ndarray:
+    """(N,) int64 index of the first row of each row's page, for rows grouped by page (as
+    :func:`page_order` orders them)."""
+    n = len(users)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    new = np.r_[True, (users[1:] != users[:-1]) | (requests[1:] != requests[:-1])]
+    return np.maximum.accumulate(np.where(new, np.arange(n), 0)).astype(np.int64)
+
+
 def request_sequences(data: LogData | pd.DataFrame, kind: str) -> tuple[Sequences, np.ndarray]:
     """:func:`user_sequences` in page order, with the events each event's page was served after.
 
@@ -249,8 +282,7 @@ def request_sequences(data: LogData | pd.DataFrame, kind: str) -> tuple[Sequence
         data = data.impressions
     users = data["user_id"].to_numpy(np.int64)
     requests = data["request_id"].to_numpy(np.int64)
-    request_ts = pd.Series(data["ts"].to_numpy(np.float64)).groupby([users, requests], sort=False) \
-        .transform("min").to_numpy()
+    request_ts = request_times(data)
     # user_sequences on the rows with their request time as ts (so that they sort by page) and
     # their row number as item_id (to read the items and times back)
     paged = pd.DataFrame({c: data[c].to_numpy() for c in REQUIRED_COLUMNS})
@@ -259,10 +291,7 @@ def request_sequences(data: LogData | pd.DataFrame, kind: str) -> tuple[Sequence
     rows = seqs.items
     seqs = Sequences(seqs.users, seqs.offsets, data["item_id"].to_numpy(np.int64)[rows], seqs.labels,
                      data["ts"].to_numpy(np.float64)[rows])
-    u, r = users[rows], requests[rows]
-    new_page = np.r_[True, (u[1:] != u[:-1]) | (r[1:] != r[:-1])] if len(rows) else np.zeros(0, bool)
-    page_first = np.maximum.accumulate(np.where(new_page, np.arange(len(rows)), 0)) if len(rows) \
-        else np.zeros(0, np.int64)
+    page_first = page_starts(users[rows], requests[rows])
     return seqs, (page_first - np.repeat(seqs.offsets[:-1], seqs.lengths)).astype(np.int64)
 
 

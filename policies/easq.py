@@ -138,9 +138,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import check_fitted, register_policy
+from policies.base import check_fitted, check_ids, register_policy
 from policies.data import (REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable, item_side, merge,
-                           n_items_of, to_model_ids)
+                           n_items_of, page_order, page_starts, to_model_ids)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
 from simulator.schema import LogData, RankBatch
@@ -499,37 +499,10 @@ def _clicks_before(users: np.ndarray, ev: np.ndarray) -> np.ndarray:
     return c - ev - first
 
 
-def _request_starts(users: np.ndarray, requests: np.ndarray) -> np.ndarray:
-    """(N,) index of the first row of each row's page (rows in :func:`page_order`)."""
-    n = len(users)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    new = np.r_[True, (users[1:] != users[:-1]) | (requests[1:] != requests[:-1])]
-    return np.maximum.accumulate(np.where(new, np.arange(n), 0))
-
-
 def _clicks_before_request(users: np.ndarray, requests: np.ndarray, ev: np.ndarray) -> np.ndarray:
     """(N,) the user's clicks in requests before each row's request: what the feature store held
     when the row's page was ranked (it records a page after the page is watched)."""
-    return _clicks_before(users, ev)[_request_starts(users, requests)]
-
-
-def page_order(impressions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Row order by user, then page (request time, ``request_id``), then position; and the (N,)
-    request time of each row (the first ``ts`` of its ``(user_id, request_id)``), in that order.
-
-    The platform logs a row at ``ts`` = request time + the watch time before it, so a long page
-    can outlast the user's next request; the feature store records whole pages in the order they
-    were served. Ordering by page keeps each page contiguous and its clicks after those of every
-    page requested before it, as the store holds them (row-time order would interleave the two
-    pages).
-    """
-    users = impressions["user_id"].to_numpy(np.int64)
-    req = impressions["request_id"].to_numpy(np.int64)
-    ts = impressions["ts"].to_numpy(np.float64)
-    req_ts = pd.Series(ts).groupby([users, req], sort=False).transform("min").to_numpy()
-    order = np.lexsort((impressions["position"].to_numpy(), req, req_ts, users))
-    return order, req_ts[order]
+    return _clicks_before(users, ev)[page_starts(users, requests)]
 
 
 def _tail(seqs: Sequences, length: int) -> Sequences:
@@ -748,10 +721,7 @@ class EASQ:
         (the feature store's ``clicks``, newest ``max_len``)."""
         check_fitted(self)
         cands = np.asarray(batch.candidates)
-        if cands.size and (cands.min() < 0 or cands.max() >= self.n_items_):
-            bad = cands[(cands < 0) | (cands >= self.n_items_)]
-            raise ValueError(f"candidate item id {int(bad[0])} is outside the fitted catalogue "
-                             f"[0, {self.n_items_})")
+        check_ids(cands, self.n_items_)
         length = min(self.max_len, getattr(batch.features, "history_length", self.max_len))
         hist, _ = batch.features.history("clicks", np.asarray(batch.user_ids), length)   # (B, L), PAD
         ids = torch.from_numpy(to_model_ids(cands))                                      # (B, C)

@@ -79,7 +79,7 @@ Choices where the paper is silent or ambiguous (this simulator's conventions):
   after serving it. So every training and validation target is scored from the clicks of pages
   requested *before* the target's page (none of its own page, even those above it) and from the
   satisfied / dissatisfied answers of earlier pages only; events are ordered as the store
-  records them (user, request time, ``request_id``, position; :func:`_page_order`). The main
+  records them (user, request time, ``request_id``, position; :func:`policies.data.page_order`). The main
   model trains on every position of a click window (SASRec style): the query of position t is
   the click state at the newest input column from an earlier page (``query``; the SID and MLSE
   keys are the columns up to it), and a target with no earlier-page click in its window gives
@@ -122,10 +122,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import NotFittedError, check_fitted, register_policy
+from policies.base import NotFittedError, check_fitted, check_ids, register_policy
 from policies.data import (DISSATISFIED_ANSWERS, REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable,
-                           holdout_last, item_side, n_items_of, next_item_windows, pad, positive_keys,
-                           sample_negatives, to_model_ids, user_sequences)
+                           holdout_last, item_side, n_items_of, next_item_windows, pad, page_order, page_starts,
+                           positive_keys, sample_negatives, to_model_ids, user_sequences)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import TrainConfig, TrainResult, build_module, sampled_metrics, train_model
 from simulator.schema import PAD, LogData, RankBatch
@@ -528,7 +528,7 @@ class _Pairs:
 @dataclass(frozen=True)
 class _Prepared:
     """The training logs as the stages need them; every ``ts`` is the impression's rank in the
-    order the feature store records impressions (:func:`_page_order`), so events of different
+    order the feature store records impressions (:func:`policies.data.page_order`), so events of different
     histories compare exactly, and "recorded before the page of rank r was ranked" is
     ``ts < page_start[r]``."""
     clicks: Sequences
@@ -541,27 +541,11 @@ class _Prepared:
     satisfied_label: np.ndarray  # (N_c,) bool, the answer was "like" (s; meaningful where observed)
 
 
-def _page_order(impressions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Row order by user, then page (request time = the page's first ``ts``, then ``request_id``),
-    then position: the order the feature store records impressions in (a page is recorded
-    whole after it is served; row-time order would interleave a long page with the user's
-    next one). Also (N,) the position in that order of the first row of each row's page, in
-    that order."""
-    users = impressions["user_id"].to_numpy(np.int64)
-    requests = impressions["request_id"].to_numpy(np.int64)
-    request_ts = pd.Series(impressions["ts"].to_numpy(np.float64)).groupby([users, requests], sort=False) \
-        .transform("min").to_numpy()
-    order = np.lexsort((impressions["position"].to_numpy(), requests, request_ts, users))
-    u, r = users[order], requests[order]
-    new_page = np.r_[True, (u[1:] != u[:-1]) | (r[1:] != r[:-1])] if len(order) else np.zeros(0, bool)
-    start = np.maximum.accumulate(np.where(new_page, np.arange(len(order)), 0)) if len(order) \
-        else np.zeros(0, np.int64)
-    return order, start.astype(np.int64)
-
-
 def _prepare(train: LogData) -> _Prepared:
     imp = train.impressions
-    order, page_start = _page_order(imp)
+    order, _ = page_order(imp)
+    page_start = page_starts(imp["user_id"].to_numpy(np.int64)[order],
+                             imp["request_id"].to_numpy(np.int64)[order])
     rank = np.empty(len(imp), np.float64)
     rank[order] = np.arange(len(imp), dtype=np.float64)
     slim = pd.DataFrame({c: imp[c].to_numpy() for c in REQUIRED_COLUMNS if c != "ts"})
@@ -879,12 +863,8 @@ class SAQRec:
         check_fitted(self)
         cands = np.asarray(batch.candidates)
         users = np.asarray(batch.user_ids, dtype=np.int64)
-        if cands.size and (cands.min() < 0 or cands.max() >= self.n_items_):
-            bad = cands[(cands < 0) | (cands >= self.n_items_)]
-            raise ValueError(f"candidate item id {int(bad[0])} is outside the fitted catalogue [0, {self.n_items_})")
-        if users.size and (users.min() < 0 or users.max() >= self.n_users_):
-            bad = users[(users < 0) | (users >= self.n_users_)]
-            raise ValueError(f"user id {int(bad[0])} is outside the fitted user table [0, {self.n_users_})")
+        check_ids(cands, self.n_items_)
+        check_ids(users, self.n_users_, "user id", "user table")
         store = batch.features
         cap = getattr(store, "history_length", self.max_len)
         hist = {name: store.history(name, users, min(length, cap))[0] for name, length in (

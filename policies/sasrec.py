@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policies.base import check_fitted, register_policy
+from policies.base import check_fitted, check_ids, register_policy
 from policies.data import (Sequences, Targets, Windows, check_observable, holdout_last, item_side,
                            last_negative_before, merge, n_items_of, next_item_windows, pad, positive_keys,
                            sample_negatives, to_model_ids, user_sequences)
@@ -160,10 +160,7 @@ class SASRec:
         """
         check_fitted(self)
         cands = np.asarray(batch.candidates)
-        if cands.size and (cands.min() < 0 or cands.max() >= self.n_items_):
-            bad = cands[(cands < 0) | (cands >= self.n_items_)]
-            raise ValueError(f"candidate item id {int(bad[0])} is outside the fitted catalogue "
-                             f"[0, {self.n_items_})")
+        check_ids(cands, self.n_items_)
         length = min(self.max_len, getattr(batch.features, "history_length", self.max_len))
         hist, _ = batch.features.history("clicks", np.asarray(batch.user_ids), length)   # (B, L), PAD
         table, bias = self.table_

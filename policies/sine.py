@@ -132,9 +132,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import check_fitted, register_policy
+from policies.base import check_fitted, check_ids, register_policy
 from policies.data import (Sequences, check_observable, item_side, merge, n_items_of, pad, positive_keys,
-                           request_sequences, sample_negatives, to_model_ids)
+                           request_sequences, request_times, sample_negatives, to_model_ids)
 from policies.encoders import EncoderConfig, ItemEmbedding, Reweight, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, sampled_metrics, train_model
 from simulator.schema import LogData, RankBatch
@@ -748,10 +748,7 @@ class SINE:
         without history scores every candidate 0 (plus the item bias): a tie the platform breaks."""
         check_fitted(self)
         cands = np.asarray(batch.candidates)
-        if cands.size and (cands.min() < 0 or cands.max() >= self.n_items_):
-            bad = cands[(cands < 0) | (cands >= self.n_items_)]
-            raise ValueError(f"candidate item id {int(bad[0])} is outside the fitted catalogue "
-                             f"[0, {self.n_items_})")
+        check_ids(cands, self.n_items_)
         length = min(self.max_len, getattr(batch.features, "history_length", self.max_len))
         items, labels = batch.features.history(self.history_kind, np.asarray(batch.user_ids), length)
         labels = labels if self.negative_feedback else None                 # the clicks ring has no labels
@@ -779,7 +776,7 @@ class SINE:
         seen = np.full(len(users), -np.inf)
         known = users < len(self.last_request_)
         seen[known] = self.last_request_[users[known]]
-        fresh_rows = _request_times(imp) > seen
+        fresh_rows = request_times(imp) > seen
         self.stale_ += int((~fresh_rows).sum())
         if not fresh_rows.any():
             return
@@ -884,13 +881,6 @@ class SINE:
         return evaluate
 
 
-def _request_times(impressions: pd.DataFrame) -> np.ndarray:
-    """(N,) request time of every row: the first ``ts`` of its ``(user_id, request_id)``."""
-    ts = pd.Series(impressions["ts"].to_numpy(np.float64))
-    return ts.groupby([impressions["user_id"].to_numpy(), impressions["request_id"].to_numpy()],
-                      sort=False).transform("min").to_numpy()
-
-
 def _last_requests(impressions: pd.DataFrame, seen: np.ndarray | None) -> np.ndarray:
     """(users,) each user's latest request time in ``impressions`` or ``seen`` (-inf: none)."""
     users = impressions["user_id"].to_numpy(np.int64)
@@ -898,5 +888,5 @@ def _last_requests(impressions: pd.DataFrame, seen: np.ndarray | None) -> np.nda
     out = np.full(size, -np.inf)
     if seen is not None:
         out[:len(seen)] = seen
-    np.maximum.at(out, users, _request_times(impressions))
+    np.maximum.at(out, users, request_times(impressions))
     return out

@@ -101,7 +101,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import check_fitted, register_policy
+from policies.base import check_fitted, check_ids, register_policy
 from policies.data import ORDER_COLUMNS, check_observable, chronological_order
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
 from simulator.schema import ISSUE_TYPES, SURVEY_TYPES, LogData, RankBatch
@@ -886,13 +886,9 @@ class USM:
         check_fitted(self)
         cands = np.asarray(candidates)
         cat = self.catalogue_
-        if cands.size and (cands.min() < 0 or cands.max() >= cat.n_items):
-            bad = cands[(cands < 0) | (cands >= cat.n_items)]
-            raise ValueError(f"candidate item id {int(bad[0])} is outside the fitted catalogue [0, {cat.n_items})")
+        check_ids(cands, cat.n_items)
         users = np.asarray(users)
-        if users.size and (users.min() < 0 or users.max() >= cat.n_users):
-            bad = users[(users < 0) | (users >= cat.n_users)]
-            raise ValueError(f"user id {int(bad[0])} is outside the fitted users [0, {cat.n_users})")
+        check_ids(users, cat.n_users, "user id", "users")
         heads = SURVEY_HEADS + ENGAGEMENT_HEADS if heads is None else heads
         length = min(self.history_length, getattr(store, "history_length", self.history_length))
         x = serving_inputs(users, cands, store, cat, length)                             # (B * C, D)

@@ -20,18 +20,19 @@ verdict: does the claim's direction hold in simulation?
 """
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least, check_nonnegative,
                               dump_toml, from_dict, to_dict, with_overrides)
-from simulator.experiment import ExperimentConfig, run_experiment
+from simulator.experiment import ExperimentConfig
 from simulator.metrics import METRICS_BY_NAME
-from studies.base import PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets
+from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
+                          run_ab_cell, run_facts)
 from studies.head_to_head import pooled_lifts
 from studies.offline import METRICS as OFFLINE_METRICS
 from studies.offline import TARGETS, evaluate_policies
@@ -151,10 +152,7 @@ def run_offline(params: dict, seed: int) -> list[dict]:
 
 def run_online(params: dict, seed: int) -> list[dict]:
     """One A/B test: overall lifts, daily lifts and daily bucket means, and a row of run facts."""
-    config = from_dict(ExperimentConfig, params["experiment"])
-    config = replace(config, world=replace(config.world, seed=seed))
-    with tempfile.TemporaryDirectory(prefix="satbed-repl-") as tmp:
-        result = run_experiment(config, Path(tmp) / "run", progress=False, report=False)
+    result = run_ab_cell(params, seed, "repl")
     rows = [{"kind": "lift", **r} for r in lift_rows(result)]
     metrics = set(params["daily_metrics"])
     for r in result.daily_lifts.to_dict("records"):
@@ -166,8 +164,7 @@ def run_online(params: dict, seed: int) -> list[dict]:
         for m in metrics:
             rows.append({"kind": "daily", "bucket": r["bucket"], "metric": m, "day": int(r["day"]),
                          "value": float(r[m])})
-    rows.append({"kind": "run", "bucket": "", "metric": "", "srm_p": float(result.srm_p_value),
-                 **{f"{k}_s": float(v) for k, v in result.timings.items() if k != "total"}})
+    rows.append(run_facts(result))
     return rows
 
 

@@ -45,7 +45,7 @@ import time
 import tomllib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +328,25 @@ def lift_rows(result: Any) -> list[dict]:
         rows.append({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                      for k, v in row.items()})
     return rows
+
+
+def run_ab_cell(params: Mapping[str, Any], seed: int, prefix: str) -> Any:
+    """The A/B test ``params["experiment"]`` (an :class:`ExperimentConfig` as a dict) on the world
+    of ``seed``, run without a report in a temporary directory: its ExperimentResult."""
+    import tempfile
+
+    from simulator.config import from_dict
+    from simulator.experiment import ExperimentConfig, run_experiment
+    config = from_dict(ExperimentConfig, params["experiment"])
+    config = replace(config, world=replace(config.world, seed=seed))
+    with tempfile.TemporaryDirectory(prefix=f"satbed-{prefix}-") as tmp:
+        return run_experiment(config, Path(tmp) / "run", progress=False, report=False)
+
+
+def run_facts(result: Any) -> dict:
+    """A cell's row of run facts: the SRM p-value and the run's phase timings."""
+    return {"kind": "run", "bucket": "", "metric": "", "srm_p": float(result.srm_p_value),
+            **{f"{k}_s": float(v) for k, v in result.timings.items() if k != "total"}}
 
 
 def world_variant(world: SimConfig, overrides: Mapping[str, Any], *, seed: int | None = None) -> SimConfig:

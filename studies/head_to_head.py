@@ -24,7 +24,6 @@ A/B report: ``satbed ab --config DIR/experiment.toml --seed N``.
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,11 +32,11 @@ import pandas as pd
 
 from estimators import adjust_pvalues
 from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least, check_nonnegative,
-                              dump_toml, from_dict, to_dict)
-from simulator.experiment import ExperimentConfig, run_experiment
+                              dump_toml, to_dict)
+from simulator.experiment import ExperimentConfig
 from simulator.metrics import METRICS_BY_NAME
 from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
-                          register_study, study_main)
+                          register_study, run_ab_cell, run_facts, study_main)
 from studies.reporting import forest_plot, interval, markdown_table, normal_p, pct, random_effects, z_value
 from studies.sweep import Cell
 
@@ -88,14 +87,8 @@ class HeadToHeadConfig:
 
 def run_cell(params: dict, seed: int) -> list[dict]:
     """One multi-bucket A/B test: its lift table, plus a row of run facts (SRM, timings)."""
-    config = from_dict(ExperimentConfig, params["experiment"])
-    config = replace(config, world=replace(config.world, seed=seed))
-    with tempfile.TemporaryDirectory(prefix="satbed-h2h-") as tmp:
-        result = run_experiment(config, Path(tmp) / "run", progress=False, report=False)
-    rows = [{"kind": "lift", **r} for r in lift_rows(result)]
-    rows.append({"kind": "run", "bucket": "", "metric": "", "srm_p": float(result.srm_p_value),
-                 **{f"{k}_s": float(v) for k, v in result.timings.items() if k != "total"}})
-    return rows
+    result = run_ab_cell(params, seed, "h2h")
+    return [{"kind": "lift", **r} for r in lift_rows(result)] + [run_facts(result)]
 
 
 def cells(config: HeadToHeadConfig) -> list[Cell]:

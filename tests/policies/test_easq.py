@@ -16,10 +16,10 @@ import policies.easq  # noqa: F401  (registers "easq")
 from policies import make_policy
 from policies.base import NotFittedError
 from policies.checks import check_policy
-from policies.data import Sequences, item_side, to_model_ids
+from policies.data import Sequences, item_side, page_order, to_model_ids
 from policies.easq import (EASQ, VARIANTS, EASQConfig, EASQNet, LoRAEmbedding, LoRALinear, _Answers,
                            _clicks_before, _clicks_before_request, _Events, _histories, _Pairs, _pairs,
-                           dpo_loss, page_order)
+                           dpo_loss)
 from policies.encoders import EncoderConfig
 from policies.train import build_module
 from simulator.schema import LogData

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import policies.saqrec  # noqa: F401  (registers "saqrec")
 from policies.base import NotFittedError, make_policy
 from policies.checks import check_policy
-from policies.data import holdout_last, n_items_of, positive_keys, to_model_ids
-from policies.saqrec import (VARIANTS, NetConfig, PairMLP, SAQRec, SAQRecNet, _click_windows, _page_order,
+from policies.data import holdout_last, n_items_of, page_order, positive_keys, to_model_ids
+from policies.saqrec import (VARIANTS, NetConfig, PairMLP, SAQRec, SAQRecNet, _click_windows,
                              _prepare, beta_half_cdf, ips_bce, mlse_membership, satisfaction_labels)
 from policies.train import build_module
 from simulator.schema import LogData, RankBatch
@@ -253,7 +253,7 @@ def served(tiny_world):
     store returned at its page's request, replayed as the platform serves: every request of a
     tick reads the store, then the tick's pages are recorded."""
     t = tiny_world.train
-    frame = t.impressions.iloc[_page_order(t.impressions)[0]].reset_index(drop=True)
+    frame = t.impressions.iloc[page_order(t.impressions)[0]].reset_index(drop=True)
     store = _empty_store(t)
     first = frame.groupby(["user_id", "request_id"], sort=False)["ts"].transform("min").to_numpy()
     users = frame["user_id"].to_numpy()

@@ -13,9 +13,8 @@ import policies.sasrec  # noqa: F401  (registers sasrec, sasrec_n)
 import policies.sine  # noqa: F401  (registers sine)
 from policies import make_policy
 from policies.checks import CHECKS, check_policy
-from policies.data import n_items_of, positive_keys, user_sequences
+from policies.data import n_items_of, page_order, positive_keys, user_sequences
 from policies.encoders import EncoderConfig, SequenceEncoder
-from policies.easq import page_order
 from policies.sine import (SINE, VARIANTS, Paged, SINEConfig, SINEModel, bpr, distance_correlation, holdout_tail,
                            mixed_windows, prototype_dcor, tokens_of)
 from policies.train import build_module
