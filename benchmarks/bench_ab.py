@@ -10,10 +10,12 @@ It prints, in one run:
 1. wall time and peak RSS of the main job, ``run_experiment(ExperimentConfig(), ...)`` (or the
    ``--config`` file's experiment) in a child process, split as its ``timings.json`` splits it
    (simulate / train / update / analyse / report), and finer: world generation, the pre-period and
-   the experiment period, ``Platform.serve`` (recall, the policy's ``score``, ranking, ``consume``),
+   the experiment period, serving (``Platform.serve``: recall, the policy's ``score``, ranking; and
+   ``Platform.consume``, which lets the users of a tick watch all buckets' pages at once),
    the daily Parquet flushes, the online-update path, the training-log reads and each policy's fit;
 2. for the serving phase, per bucket: the policy's own batched scoring time against the rest of
-   ``Platform.serve`` ("simulator overhead during serving"), with the issue's target (simulator
+   serving ("simulator overhead during serving": recall, ranking and the bucket's share of each
+   tick's ``consume``, split by its share of the tick's pages), with the issue's target (simulator
    overhead <= 50% of the SASRec policy's scoring time);
 3. a micro-benchmark of SASRec's batched ``score`` (the registered ``sasrec`` policy fitted on a
    small simulated world's logs): requests/s at batch sizes 1, 16, 64 and 128 with the platform's
@@ -229,21 +231,22 @@ class TimedLogWriter(LogWriter):
 
 @dataclass
 class ServeStats:
-    """``Platform.serve`` of one bucket in one phase (pre-period or experiment)."""
+    """Serving of one bucket in one phase (pre-period or experiment): its ``Platform.serve`` calls
+    and its share of the ticks' joint ``Platform.consume`` (by its share of each tick's pages)."""
     phase: str
     bucket: str
     policy: str
     calls: int = 0
     requests: int = 0
     max_batch: int = 0
-    serve: float = 0.0             # the whole serve() call
+    serve: float = 0.0             # serve() calls + the share of consume()
     score: float = 0.0             # ... of which the policy's score()
     recall: float = 0.0            # ... of which recall
-    consume: float = 0.0           # ... of which consume()
+    consume: float = 0.0           # ... of which the share of consume()
 
     @property
     def overhead(self) -> float:
-        """serve() minus the policy's score(): recall, RankBatch, checks, rank_page, consume()."""
+        """Serving minus the policy's score(): recall, RankBatch, checks, rank_page, consume() share."""
         return self.serve - self.score
 
     @property
@@ -280,8 +283,8 @@ class _TimedRecall:
 
 
 class InstrumentedPlatform(Platform):
-    """A :class:`Platform` that times ``serve`` (and recall, score, consume within it) per bucket and
-    phase, and marks the day ends. A few ``perf_counter`` calls per serving call."""
+    """A :class:`Platform` that times ``serve`` (and recall and score within it) and ``consume`` per
+    bucket and phase, and marks the day ends. A few ``perf_counter`` calls per serving call."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -315,11 +318,15 @@ class InstrumentedPlatform(Platform):
         finally:
             self.run_ended, self.rss_run_end_kib = time.perf_counter(), peak_kib()
 
-    def serve(self, bucket, users, *args, **kwargs):
+    def _stats(self, bucket) -> ServeStats:
         key = (self.phase, bucket.name)
         stats = self.stats.get(key)
         if stats is None:
             stats = self.stats[key] = ServeStats(self.phase, bucket.name, bucket.policy.name)
+        return stats
+
+    def serve(self, bucket, users, *args, **kwargs):
+        stats = self._stats(bucket)
         policy = bucket.policy
         score_before = getattr(policy, "score_seconds", 0.0)
         self.current = stats
@@ -334,13 +341,18 @@ class InstrumentedPlatform(Platform):
             stats.max_batch = max(stats.max_batch, len(users))
             self.current = None
 
-    def consume(self, *args, **kwargs):
+    def consume(self, ranked, *args, **kwargs):
         started = time.perf_counter()
         try:
-            return super().consume(*args, **kwargs)
+            return super().consume(ranked, *args, **kwargs)
         finally:
-            if self.current is not None:
-                self.current.consume += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            total = sum(len(r.users) for r in ranked)
+            for r in ranked:           # each bucket's share of the tick's pages
+                stats = self._stats(r.bucket)
+                share = seconds * len(r.users) / total
+                stats.consume += share
+                stats.serve += share
 
 
 def instrument() -> None:
@@ -637,16 +649,16 @@ def print_main_job(job: MainJob, config: ExperimentConfig) -> None:
         ("  World.generate", job.world, ""),
         ("simulate (timings.json)", t.get("simulate", 0.0), pct(t.get("simulate", 0.0), total)),
         (f"  pre-period, {config.pre_days} days (production)", job.pre_sim, ""),
-        ("    serve()", pre_serve, f"{sum_(pre_stats, 'requests'):,} requests"),
+        ("    serve() + consume()", pre_serve, f"{sum_(pre_stats, 'requests'):,} requests"),
         ("    daily Parquet flush", job.flush_pre, ""),
         ("    clock, sessions, SimPy events, feature end_day", job.pre_sim - pre_serve - job.flush_pre, ""),
         (f"  experiment, {config.days} days ({len(exp_stats)} buckets)", job.exp_sim,
          f"{job.exp_impressions / max(job.exp_sim, 1e-9):,.0f} impressions/s"),
-        ("    serve() = serving phase", exp_serve, f"{sum_(exp_stats, 'requests'):,} requests"),
+        ("    serve() + consume() = serving phase", exp_serve, f"{sum_(exp_stats, 'requests'):,} requests"),
         ("      recall", sum_(exp_stats, "recall"), ""),
         ("      policy score()", sum_(exp_stats, "score"), "all buckets, see [2]"),
         ("      RankBatch, checks, rank_page", sum_(exp_stats, "rank"), ""),
-        ("      consume()", sum_(exp_stats, "consume"), ""),
+        ("      consume() (joint over the buckets)", sum_(exp_stats, "consume"), ""),
         ("    daily Parquet flush", job.flush_exp, ""),
         ("    online updates (take_new..update)", job.update_path,
          f"{job.take_calls} take_new calls; the policies' update() {policy_update:.2f} s of it"),
@@ -665,7 +677,7 @@ def print_main_job(job: MainJob, config: ExperimentConfig) -> None:
 
 
 def print_serving(job: MainJob) -> dict[str, ServeStats]:
-    """Section 2: per bucket, the policy's scoring against the rest of serve()."""
+    """Section 2: per bucket, the policy's scoring against the rest of serving."""
     rows, by_bucket = [], {}
     for s in sorted(job.serve, key=lambda s: (s.phase != "pre", s.bucket)):
         label = s.bucket if s.phase == "experiment" else f"{s.bucket} (pre-period)"
@@ -680,7 +692,8 @@ def print_serving(job: MainJob) -> dict[str, ServeStats]:
     print_grid(["bucket", "policy", "calls", "req/call", "max", "serve s", "score s", "score us/req",
                 "overhead s", "overhead us/req", "overhead us/call", "overhead/score", "recall us/req", "rank us/req",
                 "consume us/req"], rows)
-    print("    overhead = serve() - policy score(): recall + RankBatch, checks, rank_page + consume()")
+    print("    overhead = serving - policy score(): recall + RankBatch, checks, rank_page + the bucket's share of\n"
+          "    consume() (all buckets' pages of a tick are watched in one call; split by the bucket's share of them)")
     return by_bucket
 
 
@@ -859,7 +872,7 @@ def summary_rows(job: MainJob, extra_mib: float, ratio: float | None, micro: Mic
         ("  setup (world, tables, buckets)", f"{job.setup:.1f} s", ""),
         ("  simulate", f"{t.get('simulate', 0.0):.1f} s",
          f"pre-period {job.pre_sim:.1f} s, experiment {job.exp_sim:.1f} s"),
-        ("    serving phase: serve()", f"{sum(s.serve for s in exp):.1f} s", "experiment days, all buckets"),
+        ("    serving phase", f"{sum(s.serve for s in exp):.1f} s", "experiment days, all buckets: serve() + consume()"),
         ("      policy score()", f"{sum(s.score for s in exp):.1f} s", ""),
         ("  train", f"{t.get('train', 0.0):.1f} s", ""),
         ("  update", f"{t.get('update', 0.0):.1f} s", "inside simulate"),
@@ -900,7 +913,7 @@ def main(argv: list[str] | None = None) -> None:
         print("  memory")
         extra_mib = print_memory(job, base_kib, peak)
 
-        print("\n[2] serving phase (experiment days): policy score() vs the rest of Platform.serve(), per bucket")
+        print("\n[2] serving phase (experiment days): policy score() vs the rest of serving, per bucket")
         ratio = report_target(print_serving(job), job)
 
         micro = None

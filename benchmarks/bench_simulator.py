@@ -191,7 +191,7 @@ class Phases:
     setup: float              # item/user tables written, policy made and fitted, platform built
     run: float                # Platform.run (the SimPy loop, daily log flushes included)
     flush: float              # ... of which the daily Parquet writes
-    serve: float              # ... of which Platform.serve (recall + score + rank + consume)
+    serve: float              # ... of which serving: Platform.serve (recall + score + rank) + consume
     consume: float            # ... of which Platform.consume (user model, state, features, log buffers)
     read: float               # read_impressions (validated Parquet -> pandas)
     summary: float            # summarize() and plot_simulation()
@@ -247,7 +247,7 @@ def run_phases(config: SimConfig, run_dir: Path, profiler: cProfile.Profile | No
     plot_simulation(logs, run_dir / "summary.png")
     t5 = clock()
     return Phases(world=t1 - t0, setup=t2 - t1, run=t3 - t2, flush=writer.flush_seconds,
-                  serve=platform.serve_seconds, consume=platform.consume_seconds, read=t4 - t3,
+                  serve=platform.serve_seconds + platform.consume_seconds, consume=platform.consume_seconds, read=t4 - t3,
                   summary=t5 - t4, impressions=len(logs), serve_calls=platform.serve_calls,
                   requests=platform.serve_requests, rss_after_run_kib=rss_run,
                   rss_after_read_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -493,7 +493,7 @@ def print_phases(ph: Phases, e2e: EndToEnd) -> None:
         ("Platform.run", ph.run, ""),
         ("  daily Parquet flush", ph.flush, ""),
         ("  SimPy loop without the flush", ph.simpy_loop, f"{ph.impressions / ph.simpy_loop:,.0f} impressions/s"),
-        ("    serve()", ph.serve, f"{ph.serve_calls:,} calls, {ph.requests / max(ph.serve_calls, 1):.1f} "
+        ("    serving: serve() + consume()", ph.serve, f"{ph.serve_calls:,} calls, {ph.requests / max(ph.serve_calls, 1):.1f} "
                                  f"requests per call, {per_call:.0f} us per call"),
         ("      recall + score + rank_page", ph.serve - ph.consume, ""),
         ("      consume()", ph.consume, f"{ph.impressions / max(ph.requests, 1):.2f} items served per page"),

@@ -62,6 +62,23 @@ class RingHistory:
             self.labels[u, slot] = labels[order]
         self.count[u[starts]] += sizes
 
+    def record_pages(self, users: np.ndarray, items: np.ndarray, mask: np.ndarray,
+                     labels: np.ndarray | None = None) -> None:
+        """Append the events of page rows: ``items[r, j]`` for user ``users[r]`` where ``mask[r, j]``.
+
+        ``users`` must be distinct (one page per user); each row's events are taken left to right,
+        the same as :meth:`record` on the masked rows with ``grouped=True``, without its
+        group search.
+        """
+        rank = np.cumsum(mask, axis=1)                  # 1-based rank of each event in its row
+        slot = (self.count[users][:, None] + rank - 1) % self.length
+        rows = np.broadcast_to(users[:, None], mask.shape)[mask]
+        slot = slot[mask]
+        self.items[rows, slot] = items[mask]
+        if labels is not None:
+            self.labels[rows, slot] = labels[mask]
+        self.count[users] += rank[:, -1]
+
     def read(self, users: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The last ``length`` events of each user, right-aligned, oldest first, padded with PAD.
 
@@ -164,6 +181,40 @@ class FeatureStore:
         h["mixed"].record(users[either], items[either], effective_view[either].astype(np.int8), **g)
         h["satisfied"].record(users[survey_satisfied], items[survey_satisfied], **g)
         h["dissatisfied"].record(users[survey_dissatisfied], items[survey_dissatisfied], **g)
+
+    def record_pages(self, users: np.ndarray, pages: np.ndarray, *, served: np.ndarray,
+                     effective_view: np.ndarray, skip: np.ndarray, like: np.ndarray,
+                     survey_satisfied: np.ndarray, survey_dissatisfied: np.ndarray,
+                     survey_submitted: np.ndarray) -> None:
+        """Record the served part of a batch of pages: the same as :meth:`record` on the served
+        impressions (row by row), with per-user counts taken per row.
+
+        Args:
+            users: (B,) distinct user ids, one page each.
+            pages: (B, k) item ids; ``served`` (B, k) marks the impressions the user reached.
+            effective_view, skip, like, survey_*: (B, k) bool flags of every position.
+        """
+        self.version += 1
+        flags = [f & served for f in (effective_view, skip, like, survey_satisfied,
+                                      survey_dissatisfied, survey_submitted)]
+        ev, sk, lk, sat, dis, sub = flags
+        self.user_impressions[users] += served.sum(axis=1)
+        np.add.at(self.item_impressions, pages[served], 1)
+        for mask, user_counter, item_counter in ((ev, self.user_clicks, self.item_clicks),
+                                                 (sk, self.user_skips, self.item_skips),
+                                                 (lk, self.user_likes, self.item_likes)):
+            user_counter[users] += mask.sum(axis=1)
+            np.add.at(item_counter, pages[mask], 1)
+        self.user_surveys_answered[users] += sub.sum(axis=1)
+        clicked = pages[ev]
+        np.add.at(self.item_recent_clicks, clicked, 1.0)
+        np.add.at(self.leaf_clicks, (np.broadcast_to(users[:, None], ev.shape)[ev], self.items.leaf[clicked]), 1.0)
+        h = self.histories
+        h["clicks"].record_pages(users, pages, ev)
+        h["skips"].record_pages(users, pages, sk)
+        h["mixed"].record_pages(users, pages, ev | sk, ev.view(np.int8))
+        h["satisfied"].record_pages(users, pages, sat)
+        h["dissatisfied"].record_pages(users, pages, dis)
 
     def end_day(self, active_users: np.ndarray) -> None:
         """Decay the recency-weighted counters at the end of a simulated day."""

@@ -4,14 +4,18 @@ Per-user state lives in arrays (structure of arrays), not objects. SimPy drives 
 
 * ``day_process`` at each midnight flushes the finished day's logs and draws who comes back
   today (retention from recent satisfaction) and when their sessions start (diurnal);
-* ``clock`` advances every user whose next page is due, in one batch per tick, and hands the
-  requests to each bucket's ranking service;
-* ``ranking_service`` (one process per bucket) takes the requests of a window, asks recall for
-  candidates, scores them in batches of at most ``max_batch`` with one call of the bucket's
-  policy, ranks, and lets the users consume their pages in one vectorised step.
+* ``clock`` gathers every user whose next page is due, once per tick, hands the requests to each
+  bucket's ranking service, waits until every service has ranked its pages, and then lets all
+  the users of the tick watch their pages in one vectorised step (``consume``);
+* ``ranking_service`` (one process per bucket) asks recall for candidates, scores them in batches
+  of at most ``max_batch`` with one call of the bucket's policy, and ranks them.
 
-Shared state (popularity counters, the feature store) can be up to one tick stale, as on a real
-platform. Each bucket has its own random streams, so one arm's draws never shift another's.
+Every request of a tick is ranked against the feature store as it was at the start of the tick,
+whatever its bucket or batch: shared state (popularity counters, the feature store) is up to one
+tick stale, as on a real platform, and no bucket sees another's events of the same tick. Each
+bucket has its own random streams (ranking, behaviour, questionnaires, recall), drawn per batch
+in a fixed order, so watching all buckets' pages at once gives the same draws as watching them
+batch by batch.
 """
 from __future__ import annotations
 
@@ -26,11 +30,11 @@ from scipy.special import expit
 from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
 from simulator.logs import LogWriter
-from simulator.questionnaire import DISLIKE, LIKE, UNSUITABLE, ADULTS_ONLY, draw_exposure, \
-    exposure_probability, respond
+from simulator.questionnaire import ADULTS_ONLY, DISLIKE, LIKE, RESPONSE_DRAWS, UNSUITABLE, \
+    exposure_from_uniforms, exposure_probability, respond_from_uniforms
 from simulator.recall import Recall
 from simulator.schema import RankBatch
-from simulator.world import World
+from simulator.world import BEHAVIOUR_DRAWS, World
 
 DAY_S = 86400.0
 # relative session-start intensity per hour of the day (evening peak, night trough)
@@ -55,6 +59,17 @@ class Bucket:
     def from_seed(cls, name: str, policy: object, index: int, seed: np.random.SeedSequence) -> Bucket:
         rank, behaviour, survey, recall = (np.random.default_rng(s) for s in seed.spawn(4))
         return cls(name, policy, index, rank, behaviour, survey, recall)
+
+
+@dataclass(frozen=True)
+class RankedPages:
+    """One policy call's ranked pages, waiting to be watched: (B,) distinct users, (B, k) items,
+    their scores and their logged propensities."""
+    bucket: Bucket
+    users: np.ndarray
+    pages: np.ndarray
+    scores: np.ndarray
+    propensity: np.ndarray
 
 
 def rank_page(scores: np.ndarray, k: int, temperature: float | None,
@@ -180,21 +195,28 @@ class Platform:
             now = env.now
             self.start_sessions(now)
             due = np.flatnonzero(self.in_session & (self.next_due <= now))
+            wait = max(tick, self.next_wakeup(now) - now)
             if due.size:
                 self.features.begin_tick()
                 arm = self.assignment[due]
+                ranked = []
                 for b, store in enumerate(self._stores):
                     users = due[arm == b]
                     if users.size:
-                        store.put(users)
-            yield env.timeout(max(tick, self.next_wakeup(now) - now))
+                        done = env.event()
+                        store.put((users, done))
+                        ranked.append(done)
+                yield env.all_of(ranked)
+                self.consume([pages for done in ranked for pages in done.value], now)
+            yield env.timeout(wait)
 
     def ranking_service(self, env: simpy.Environment, bucket: Bucket, store: simpy.Store):
+        """Rank each tick's requests of the bucket in policy calls of at most ``max_batch``."""
         max_batch = self.config.platform.max_batch
         while True:
-            users = yield store.get()
-            for start in range(0, len(users), max_batch):
-                self.serve(bucket, users[start:start + max_batch], env.now)
+            users, done = yield store.get()
+            done.succeed([self.serve(bucket, users[start:start + max_batch], env.now)
+                          for start in range(0, len(users), max_batch)])
 
     # ------------------------------------------------------------------ days and sessions
     def start_day(self, day: int) -> None:
@@ -264,8 +286,16 @@ class Platform:
         decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)
         return j, decay, FATIGUE_DECAY ** j
 
-    def serve(self, bucket: Bucket, users: np.ndarray, now: float) -> None:
-        """Recall, score in one policy call, rank, and let the users consume their pages."""
+    @staticmethod
+    @functools.cache
+    def _positions(k: int, n: int) -> np.ndarray:
+        """Page positions 0..k-1 repeated for n pages (read only, shared by the log chunks)."""
+        positions = np.tile(np.arange(k, dtype=np.int8), n)
+        positions.flags.writeable = False
+        return positions
+
+    def serve(self, bucket: Bucket, users: np.ndarray, now: float) -> RankedPages:
+        """Recall, score in one policy call and rank: the pages the users will watch."""
         cfg = self.config.platform
         cands = self.recall(users, bucket.recall_rng)
         batch = RankBatch(user_ids=users, candidates=cands, ts=now, day=self.day, features=self.features)
@@ -276,14 +306,26 @@ class Platform:
         if not np.isfinite(scores).all():
             raise ValueError(f"policy {bucket.policy.name!r} returned non-finite scores")
         pos, propensity = rank_page(scores, cfg.page_size, bucket.policy.temperature, bucket.rank_rng)
-        pages = np.take_along_axis(cands, pos, axis=1)
-        self.consume(bucket, users, pages, np.take_along_axis(scores, pos, axis=1), propensity, now)
+        return RankedPages(bucket, users, np.take_along_axis(cands, pos, axis=1),
+                           np.take_along_axis(scores, pos, axis=1), propensity)
 
-    def consume(self, bucket: Bucket, users: np.ndarray, pages: np.ndarray, scores: np.ndarray,
-                propensity: np.ndarray, now: float) -> None:
-        """Users watch their pages in order; everything happens in arrays over (B, k)."""
+    def consume(self, ranked: Sequence[RankedPages], now: float) -> None:
+        """Users watch their pages in order; everything happens in arrays over all pages of the tick.
+
+        The random draws are taken per batch from its bucket's streams, in the order a batch-by-batch
+        loop would take them, so the outcome does not depend on how batches are grouped here.
+        """
         world, cfg = self.world, self.config
+        users = np.concatenate([r.users for r in ranked])
+        pages = np.concatenate([r.pages for r in ranked])
         b, k = pages.shape
+        u_behaviour, u_quit, u_show, u_respond = [], [], [], []
+        for r in ranked:
+            n = r.pages.size
+            u_behaviour.append(r.bucket.behaviour_rng.random((n, BEHAVIOUR_DRAWS)))
+            u_quit.append(r.bucket.behaviour_rng.random(r.pages.shape))
+            u_show.append(r.bucket.survey_rng.random(r.pages.shape))
+            u_respond.append(r.bucket.survey_rng.random((n, RESPONSE_DRAWS)))
         uu, ii = np.repeat(users, k), pages.ravel()
         cat2 = world.catalog.l2[pages]
         # fatigue: same-category items seen before, each decayed by FATIGUE_DECAY per later item
@@ -291,31 +333,33 @@ class Platform:
         same = cat2[:, :, None] == cat2[:, None, :]                          # (B, k, k)
         fatigue = self.fatigue[users[:, None], cat2] * carry + (same * decay).sum(axis=2)
         probs = world.probabilities(uu, ii, self.active[uu], fatigue.ravel())
-        beh = world.sample_behaviour(ii, probs, bucket.behaviour_rng)
+        beh = world.behaviour_from_uniforms(ii, probs, np.concatenate(u_behaviour))
         watch = beh.watch_time.reshape(b, k)
         satisfied = beh.satisfied.reshape(b, k)
+        effective_view = beh.effective_view.reshape(b, k)
 
         # quitting: dissatisfaction / fatigue hazard after each item, or the time budget runs out
         bc = cfg.behaviour
         p_quit = expit(bc.quit_bias + bc.quit_dissatisfied * ~satisfied + bc.quit_fatigue * fatigue)
         cum = np.cumsum(watch, axis=1)
-        stop = (bucket.behaviour_rng.random((b, k)) < p_quit) | \
+        stop = (np.concatenate(u_quit) < p_quit) | \
             (self.session_elapsed[users, None] + cum >= self.session_budget[users, None])
         ended = stop.any(axis=1)
         last = np.where(ended, stop.argmax(axis=1), k - 1)
-        served = np.arange(k)[None, :] <= last[:, None]                  # (B, k)
+        served = j[None, :] <= last[:, None]                             # (B, k)
 
         # questionnaires
         q = cfg.questionnaire
         eligible = served & (self.shown_today[users] < q.per_user_daily_cap)[:, None]
         if q.after_effective_view_only:
-            eligible &= beh.effective_view.reshape(b, k)
+            eligible &= effective_view
         p_show = exposure_probability(q, uu, ii, self.features).reshape(b, k)
-        shown, p_show_rec = draw_exposure(p_show, eligible, bucket.survey_rng)
+        shown, p_show_rec = exposure_from_uniforms(p_show, eligible, np.concatenate(u_show))
         pop = world.users
-        resp = respond(q, shown.ravel(), willingness=pop.willingness[uu],
-                       random_responder=pop.random_responder[uu], satisfied=beh.satisfied,
-                       p_satisfied=probs.p_satisfied, issue_types=beh.issue_types, rng=bucket.survey_rng)
+        resp = respond_from_uniforms(
+            q, shown.ravel(), willingness=pop.willingness[uu], random_responder=pop.random_responder[uu],
+            satisfied=beh.satisfied, p_satisfied=probs.p_satisfied, issue_types=beh.issue_types,
+            u=np.concatenate(u_respond))
 
         # state updates
         page_time = np.where(served, watch, 0.0).sum(axis=1)
@@ -333,27 +377,26 @@ class Platform:
         self.in_session[users[ended]] = False
 
         # observable events -> feature store; everything -> logs
-        m = served.ravel()
-        answer = resp.answer
-        self.features.record(
-            uu[m], ii[m], effective_view=beh.effective_view[m], skip=beh.skip[m], like=beh.like[m],
-            survey_satisfied=(answer == LIKE)[m],
-            survey_dissatisfied=((answer == DISLIKE) | (answer == UNSUITABLE) | (answer == ADULTS_ONLY))[m],
-            survey_submitted=resp.submitted[m], grouped=True)
+        answer = resp.answer.reshape(b, k)
+        self.features.record_pages(
+            users, pages, served=served, effective_view=effective_view, skip=beh.skip.reshape(b, k),
+            like=beh.like.reshape(b, k), survey_satisfied=answer == LIKE,
+            survey_dissatisfied=(answer == DISLIKE) | (answer == UNSUITABLE) | (answer == ADULTS_ONLY),
+            survey_submitted=resp.submitted.reshape(b, k))
         start = (cum - watch).ravel()
         request = self._next_request + np.arange(b)
         self._next_request += b
         # full (B*k) arrays; the writer drops the unserved rows once per day, in bulk
-        self.log.append(bucket.index, bucket.policy.name, m, {
+        columns = {
             "day": np.full(b * k, self.day, dtype=np.int16), "ts": now + start, "user_id": uu, "item_id": ii,
             "session_id": self.session_id[uu], "request_id": np.repeat(request, k),
-            "position": np.tile(np.arange(k, dtype=np.int8), b), "score": scores.ravel(),
-            "propensity": propensity.ravel(), "watch_time": beh.watch_time,
-            "duration": world.catalog.duration[ii], "effective_view": beh.effective_view,
-            "skip": beh.skip, "like": beh.like, "share": beh.share, "comment": beh.comment,
-            "follow": beh.follow, "dislike": beh.dislike, "report": beh.report,
+            "position": self._positions(k, b), "score": np.concatenate([r.scores for r in ranked]).ravel(),
+            "propensity": np.concatenate([r.propensity for r in ranked]).ravel(),
+            "watch_time": beh.watch_time, "duration": world.catalog.duration[ii],
+            "effective_view": beh.effective_view, "skip": beh.skip, "like": beh.like, "share": beh.share,
+            "comment": beh.comment, "follow": beh.follow, "dislike": beh.dislike, "report": beh.report,
             "survey_shown": shown.ravel(), "survey_type": resp.survey_type,
-            "survey_submitted": resp.submitted, "survey_answer": answer, "survey_reasons": resp.reasons,
+            "survey_submitted": resp.submitted, "survey_answer": resp.answer, "survey_reasons": resp.reasons,
             "true_p_satisfied": probs.p_satisfied, "true_satisfied": beh.satisfied,
             "true_interest": probs.interest, "true_active_interest": probs.active_interest,
             "true_fatigue": probs.fatigue, "true_p_skip": probs.p_skip,
@@ -363,4 +406,14 @@ class Platform:
             "true_p_comment": beh.p_comment, "true_p_follow": beh.p_follow,
             "true_p_dislike": beh.p_dislike, "true_p_report": beh.p_report,
             "true_p_show": p_show_rec.ravel(), "true_p_submit": resp.p_submit,
-        })
+        }
+        m = served.ravel()
+        if len(ranked) == 1:
+            self.log.append(ranked[0].bucket.index, ranked[0].bucket.policy.name, m, columns)
+            return
+        row = 0
+        for r in ranked:     # one log chunk per batch, in serving order
+            rows = slice(row * k, (row + len(r.users)) * k)
+            row += len(r.users)
+            self.log.append(r.bucket.index, r.bucket.policy.name, m[rows],
+                            {name: col[rows] for name, col in columns.items()})

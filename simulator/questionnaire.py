@@ -24,6 +24,7 @@ _ADULT_MASK = sum(1 << ISSUE_TYPES.index(t) for t in ("sexual", "violent"))
 FRESH_IMPRESSIONS = 50       # items with fewer impressions are "fresh"
 ACTIVE_USER_IMPRESSIONS = 150  # users with more impressions are "active"
 POPULAR_SHARE = 0.1          # the top 10% of items by recent effective views are "popular"
+RESPONSE_DRAWS = 5           # uniforms per impression in respond()
 
 
 def exposure_probability(config: QuestionnaireConfig, users: np.ndarray, items: np.ndarray,
@@ -53,8 +54,14 @@ def draw_exposure(p_show: np.ndarray, eligible: np.ndarray,
         (shown, p_recorded): (B, k) bool and the probability of showing at each position given
         that no earlier position on the page showed one (0 after a shown one).
     """
+    return exposure_from_uniforms(p_show, eligible, rng.random(p_show.shape))
+
+
+def exposure_from_uniforms(p_show: np.ndarray, eligible: np.ndarray,
+                           u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`draw_exposure` given its uniform draws ``u`` (B, k)."""
     p = np.where(eligible, p_show, 0.0)
-    hit = rng.random(p.shape) < p
+    hit = u < p
     first = np.cumsum(hit, axis=1)
     shown = hit & (first == 1)
     before = np.concatenate([np.zeros((p.shape[0], 1), dtype=np.int64), first[:, :-1]], axis=1)
@@ -74,8 +81,19 @@ def respond(config: QuestionnaireConfig, shown: np.ndarray, *, willingness: np.n
             random_responder: np.ndarray, satisfied: np.ndarray, p_satisfied: np.ndarray,
             issue_types: np.ndarray, rng: np.random.Generator) -> Responses:
     """Survey type, submission and answer for every impression (arrays over impressions)."""
+    return respond_from_uniforms(config, shown, willingness=willingness, random_responder=random_responder,
+                                 satisfied=satisfied, p_satisfied=p_satisfied, issue_types=issue_types,
+                                 u=rng.random((len(shown), RESPONSE_DRAWS)))
+
+
+def respond_from_uniforms(config: QuestionnaireConfig, shown: np.ndarray, *, willingness: np.ndarray,
+                          random_responder: np.ndarray, satisfied: np.ndarray, p_satisfied: np.ndarray,
+                          issue_types: np.ndarray, u: np.ndarray) -> Responses:
+    """:func:`respond` given its uniform draws ``u`` (n, RESPONSE_DRAWS): survey type, submit,
+    answer, random answer, random reason."""
     n = len(shown)
-    u = rng.random((n, 5))
+    if u.shape != (n, RESPONSE_DRAWS):
+        raise ValueError(f"u has shape {u.shape}, expected ({n}, {RESPONSE_DRAWS})")
     stype = np.where(shown, np.where(u[:, 0] < config.inappropriate_share, INAPPROPRIATE, SAT), -1)
     issue = issue_types.any(axis=1)
     w = np.clip(willingness, 1e-6, 1 - 1e-6)

@@ -77,13 +77,18 @@ class Recall:
 
 
 def _row_duplicates(rows: np.ndarray) -> np.ndarray:
-    """(R, C) bool: True where a value already occurred earlier in the sorted order of its row."""
-    order = np.argsort(rows, axis=1, kind="stable")
-    s = np.take_along_axis(rows, order, axis=1)
-    dup_sorted = np.zeros(rows.shape, dtype=bool)
-    dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
-    dup = np.empty_like(dup_sorted)
-    np.put_along_axis(dup, order, dup_sorted, axis=1)
+    """(R, C) bool: True where a value already occurred at an earlier column of its row.
+
+    One row sort of ``value * C + column`` keys (distinct, so an unstable sort is exact): equal
+    values are adjacent with the earliest column first, and every later one is a duplicate.
+    """
+    r, c = rows.shape
+    keys = rows * np.int64(c) + np.arange(c, dtype=np.int64)
+    keys.sort(axis=1)
+    value = keys // c
+    row, col = np.nonzero(value[:, 1:] == value[:, :-1])
+    dup = np.zeros((r, c), dtype=bool)
+    dup[row, keys[row, col + 1] - value[row, col + 1] * c] = True
     return dup
 
 

@@ -16,6 +16,10 @@ from scipy.special import expit, logit
 from simulator.config import SimConfig
 from simulator.schema import ISSUE_TYPES
 
+# uniforms per impression in sample_behaviour: skip, watch fraction, skip time, satisfaction, one per
+# issue type, then like, share, comment, follow, dislike, report
+BEHAVIOUR_DRAWS = 4 + len(ISSUE_TYPES) + 6
+
 # u-quantiles of the standard logistic distribution, for E[sigmoid(mu + s*L)] by the midpoint rule
 _QUAD_U = (np.arange(64) + 0.5) / 64
 _QUAD_L = logit(_QUAD_U)
@@ -199,10 +203,19 @@ class World:
     def sample_behaviour(self, items: np.ndarray, probs: Probabilities,
                          rng: np.random.Generator) -> Behaviour:
         """Draw watching, satisfaction, issues and explicit feedback for impressions."""
+        return self.behaviour_from_uniforms(items, probs, rng.random((len(items), BEHAVIOUR_DRAWS)))
+
+    def behaviour_from_uniforms(self, items: np.ndarray, probs: Probabilities,
+                                u: np.ndarray) -> Behaviour:
+        """:meth:`sample_behaviour` given its uniform draws, ``u`` of shape (n, BEHAVIOUR_DRAWS).
+
+        The platform draws ``u`` per bucket and page batch, then computes many batches at once.
+        """
         b = self.config.behaviour
         n = len(items)
+        if u.shape != (n, BEHAVIOUR_DRAWS):
+            raise ValueError(f"u has shape {u.shape}, expected ({n}, {BEHAVIOUR_DRAWS})")
         duration = self.catalog.duration[items].astype(np.float64)
-        u = rng.random((n, 4 + probs.p_issue_type.shape[1] + 6))
         skip = u[:, 0] < probs.p_skip
         fraction = expit(probs.engagement + b.watch_scale * logit(np.clip(u[:, 1], 1e-12, 1 - 1e-12)))
         watched = b.skip_threshold_s + (duration - b.skip_threshold_s) * fraction

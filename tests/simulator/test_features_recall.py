@@ -6,7 +6,7 @@ import pytest
 
 from simulator.config import PlatformConfig
 from simulator.features import PAD, FeatureStore, ItemAttributes, RingHistory
-from simulator.recall import Recall, _dedupe
+from simulator.recall import Recall, _dedupe, _row_duplicates
 
 
 def test_ring_history_matches_reference():
@@ -76,6 +76,42 @@ def test_record_updates_counters_and_histories():
     assert list(store.history("satisfied", np.array([3]), 1)[0][0]) == [12]
     assert store.leaf_clicks[3, 10 % 20] == 1 and store.leaf_clicks[3, 12 % 20] == 1
     assert list(store.popular(2)) == [10, 12]
+
+
+def _store_state(store):
+    arrays = {k: v for k, v in vars(store).items() if isinstance(v, np.ndarray)}
+    for name, ring in store.histories.items():
+        arrays.update({f"{name}.items": ring.items, f"{name}.labels": ring.labels, f"{name}.count": ring.count})
+    return arrays
+
+
+def test_record_pages_equals_record_of_the_served_rows():
+    """The page-shaped path the platform uses leaves the store exactly as ``record`` of the
+    served impressions, row by row (ring buffers wrapped several times, repeated items)."""
+    rng = np.random.default_rng(5)
+    items = _store(n_items=60).items
+    a, b = (FeatureStore(30, items, history_length=8, n_leaves=20) for _ in range(2))
+    names = ("effective_view", "skip", "like", "survey_satisfied", "survey_dissatisfied", "survey_submitted")
+    for _ in range(40):
+        users = rng.permutation(30)[:rng.integers(1, 12)]
+        pages = rng.integers(0, 60, (len(users), 10))
+        served = np.arange(10)[None, :] < rng.integers(1, 11, (len(users), 1))
+        flags = {n: rng.random(pages.shape) < 0.4 for n in names}
+        flags["skip"] &= ~flags["effective_view"]
+        a.record_pages(users, pages, served=served, **flags)
+        uu = np.repeat(users, 10)[served.ravel()]
+        b.record(uu, pages[served], **{n: f[served] for n, f in flags.items()}, grouped=True)
+    for (name, x), y in zip(_store_state(a).items(), _store_state(b).values()):
+        assert np.array_equal(x, y), name
+    assert a.histories["clicks"].count.max() > 2 * a.history_length
+
+
+def test_row_duplicates_marks_every_later_copy():
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        rows = rng.integers(0, rng.integers(1, 400), (rng.integers(1, 9), rng.integers(1, 250)))
+        want = np.array([[v in r[:j] for j, v in enumerate(r)] for r in rows.tolist()], dtype=bool)
+        assert np.array_equal(_row_duplicates(rows.astype(np.int32)), want)
 
 
 def test_recall_shape_uniqueness_and_interest_share():

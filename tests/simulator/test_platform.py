@@ -128,3 +128,54 @@ def test_survey_answers_are_consistent(tmp_path, make_config):
     assert ((answered["survey_answer"] == "like") == answered["true_satisfied"]).all()
     inap_ans = logs[honest & inap & logs["survey_submitted"]]
     assert ((inap_ans["survey_answer"] != "suitable") == inap_ans["true_issue"]).all()
+
+
+def _platform_with_requests(tmp_path, config, name):
+    """A platform whose users have all started today's sessions, and two buckets' ranked pages."""
+    from policies import make_policy
+    from simulator.logs import LogWriter
+    from simulator.platform import DAY_S, Bucket, Platform
+    from simulator.schema import LogData
+    from simulator.simulate import seed_streams
+    from simulator.world import World
+    streams = seed_streams(config.seed)
+    world = World.generate(config, np.random.default_rng(streams["world"]))
+    empty = LogData(pd.DataFrame(), world.catalog.table(), world.users.table()).observable()
+    seeds = np.random.SeedSequence(3).spawn(2)
+    buckets = [Bucket.from_seed(n, make_policy("production", temperature=t).fit(empty, rng=np.random.default_rng(1)),
+                                i, seeds[i]) for i, (n, t) in enumerate((("a", 0.5), ("b", 2.0)))]
+    assignment = np.arange(world.users.n_users) % 2
+    platform = Platform(world, buckets, assignment, LogWriter(tmp_path / name, ["a", "b"]), streams["arrivals"])
+    now = DAY_S - 1.0
+    platform.start_day(0)
+    platform.start_sessions(now)
+    due = np.flatnonzero(platform.in_session)
+    ranked = [platform.serve(bucket, due[assignment[due] == bucket.index][start:start + 40], now)
+              for bucket in buckets for start in (0, 40)]
+    return platform, ranked, now
+
+
+def test_watching_all_batches_at_once_equals_batch_by_batch(tmp_path, make_config):
+    """consume() draws each batch's uniforms from its bucket's streams in batch order, so one
+    call over four batches of two buckets leaves every state array, the feature store and the
+    log rows exactly as four calls, one per batch."""
+    config = make_config(n_users=300, days=1)
+    joint, ranked, now = _platform_with_requests(tmp_path, config, "joint")
+    apart, ranked_apart, _ = _platform_with_requests(tmp_path, config, "apart")
+    assert all(len(r.users) == 40 for r in ranked)
+    joint.consume(ranked, now)
+    for r in ranked_apart:
+        apart.consume([r], now)
+    for name in ("fatigue", "session_elapsed", "next_due", "in_session", "recent_satisfaction", "shown_today"):
+        assert np.array_equal(getattr(joint, name), getattr(apart, name)), name
+    for name in ("item_impressions", "item_clicks", "user_clicks", "leaf_clicks", "item_recent_clicks"):
+        assert np.array_equal(getattr(joint.features, name), getattr(apart.features, name)), name
+    for name, ring in joint.features.histories.items():
+        assert np.array_equal(ring.items, apart.features.histories[name].items), name
+    for key in ((0, "production"), (1, "production")):
+        x, y = joint.log._chunks[key], apart.log._chunks[key]
+        for col in x[0]:
+            assert np.array_equal(np.concatenate([c[col] for c in x]), np.concatenate([c[col] for c in y]),
+                                  equal_nan=col in ("propensity", "score")), col
+    served = np.concatenate([r.users for r in ranked])
+    assert 0 < (~joint.in_session[served]).sum() < len(served)         # some sessions ended, not all
