@@ -14,8 +14,9 @@ Every request of a tick is ranked against the feature store as it was at the sta
 whatever its bucket or batch: shared state (popularity counters, the feature store) is up to one
 tick stale, as on a real platform, and no bucket sees another's events of the same tick. Each
 bucket has its own random streams (ranking, behaviour, questionnaires, recall), drawn per batch
-in a fixed order, so watching all buckets' pages at once gives the same draws as watching them
-batch by batch.
+in a fixed order, so one arm's draws never shift another's, the order in which the buckets are
+listed changes nothing, and watching all buckets' pages at once gives the same draws as watching
+them batch by batch.
 """
 from __future__ import annotations
 

@@ -28,7 +28,6 @@ class Recall:
         self.n_popular = int(round(c * config.recall_popular))
         self.n_interest = int(round(c * config.recall_interest))
         self.n_random = c - self.n_popular - self.n_interest
-        self._shuffled: tuple[tuple[int, int], np.ndarray] | None = None
         if c > features.items.n_items:
             raise ValueError(f"n_candidates={c} must be <= the number of items {features.items.n_items}")
 
@@ -44,12 +43,9 @@ class Recall:
 
     def _popular(self, b: int, rng: np.random.Generator) -> np.ndarray:
         """Distinct popular items per request: a window at a random offset into the popular pool,
-        shuffled once per serving round (so no duplicates arise within the popular part)."""
-        pool = self.features.popular(self.config.popular_pool)
-        key = (self.features.tick, len(pool))
-        if self._shuffled is None or self._shuffled[0] != key:
-            self._shuffled = (key, rng.permutation(pool))
-        shuffled = self._shuffled[1]
+        shuffled once per call (so no duplicates arise within the popular part) with the caller's
+        stream, so one bucket's draws never depend on whether another bucket was served first."""
+        shuffled = rng.permutation(self.features.popular(self.config.popular_pool))
         n = min(self.n_popular, len(shuffled))
         offset = rng.integers(0, len(shuffled), b)
         window = shuffled[(offset[:, None] + np.arange(n)[None, :]) % len(shuffled)]
