@@ -72,13 +72,8 @@ class ExperimentConfig:
     torch_threads: int = _f(1, "torch threads (1 is fastest on a busy 2-core machine)")
 
     def __post_init__(self) -> None:
-        check_int_at_least("pre_days", self.pre_days, 1)
-        check_int_at_least("days", self.days, 1)
+        check_ab_settings(self)
         check_int_at_least("torch_threads", self.torch_threads, 1)
-        check_nonnegative("update_interval_s", self.update_interval_s)
-        check_choice("correction", self.correction, ("holm", "bh"))
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
         names = [b.name for b in self.buckets]
         if len(names) < 2:
             raise ConfigError(f"buckets must name at least two arms, got {names}")
@@ -99,6 +94,17 @@ class ExperimentConfig:
         c = self.control_bucket
         return replace(self, buckets=tuple(replace(b, policy=c.policy, params=dict(c.params))
                                            for b in self.buckets))
+
+
+def check_ab_settings(config) -> None:
+    """Validate the A/B fields an experiment and the studies that run one share: ``pre_days``,
+    ``days``, ``update_interval_s``, ``correction`` and ``alpha``."""
+    check_int_at_least("pre_days", config.pre_days, 1)
+    check_int_at_least("days", config.days, 1)
+    check_nonnegative("update_interval_s", config.update_interval_s)
+    check_choice("correction", config.correction, ("holm", "bh"))
+    if not 0 < config.alpha < 1:
+        raise ConfigError(f"alpha={config.alpha!r} must be in (0, 1)")
 
 
 def assign_buckets(n_users: int, shares: list[float], salt: str) -> np.ndarray:

@@ -139,6 +139,7 @@ class Platform:
         self._pending_i = 0
         self._next_session = 0
         self._next_request = 0
+        self._position_buffer = np.empty(0, dtype=np.int8)   # see _positions
         self.env = simpy.Environment(initial_time=start_day * DAY_S)
         self._stores = [simpy.Store(self.env) for _ in self.buckets]
         self._started = False
@@ -287,13 +288,13 @@ class Platform:
         decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)
         return j, decay, FATIGUE_DECAY ** j
 
-    @staticmethod
-    @functools.cache
-    def _positions(k: int, n: int) -> np.ndarray:
-        """Page positions 0..k-1 repeated for n pages (read only, shared by the log chunks)."""
-        positions = np.tile(np.arange(k, dtype=np.int8), n)
-        positions.flags.writeable = False
-        return positions
+    def _positions(self, k: int, n: int) -> np.ndarray:
+        """Page positions 0..k-1 repeated for n pages: a read-only view of one buffer, grown
+        (doubled) when a tick has more pages than any before, and shared by the log chunks."""
+        if len(self._position_buffer) < n * k:
+            self._position_buffer = np.tile(np.arange(k, dtype=np.int8), max(n, 2 * len(self._position_buffer) // k))
+            self._position_buffer.flags.writeable = False
+        return self._position_buffer[:n * k]
 
     def serve(self, bucket: Bucket, users: np.ndarray, now: float) -> RankedPages:
         """Recall, score in one policy call and rank: the pages the users will watch."""

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least, check_nonnegative,
+from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least,
                               dump_toml, from_dict, to_dict, with_overrides)
-from simulator.experiment import ExperimentConfig
+from simulator.experiment import ExperimentConfig, check_ab_settings
 from simulator.metrics import METRICS_BY_NAME
 from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           run_ab_cell, run_facts)
@@ -80,12 +80,7 @@ class ReplicationConfig:
         check_int_at_least("n_negatives", self.n_negatives, 1)
         check_choice("target", self.target, TARGETS)
         check_choice("extra", self.extra, ("", *EXTRA_METRICS))
-        check_int_at_least("pre_days", self.pre_days, 1)
-        check_int_at_least("days", self.days, 1)
-        check_nonnegative("update_interval_s", self.update_interval_s)
-        check_choice("correction", self.correction, ("holm", "bh"))
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
+        check_ab_settings(self)
         if not self.offline and not self.online:
             raise ConfigError("a replication needs offline rows, online buckets or both; got neither")
         if self.offline:

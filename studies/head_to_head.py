@@ -31,9 +31,8 @@ import numpy as np
 import pandas as pd
 
 from estimators import adjust_pvalues
-from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least, check_nonnegative,
-                              dump_toml, to_dict)
-from simulator.experiment import ExperimentConfig
+from simulator.config import ConfigError, SimConfig, _f, dump_toml, to_dict
+from simulator.experiment import ExperimentConfig, check_ab_settings
 from simulator.metrics import METRICS_BY_NAME
 from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           register_study, run_ab_cell, run_facts, study_main)
@@ -64,12 +63,7 @@ class HeadToHeadConfig:
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
-        check_int_at_least("pre_days", self.pre_days, 1)
-        check_int_at_least("days", self.days, 1)
-        check_nonnegative("update_interval_s", self.update_interval_s)
-        check_choice("correction", self.correction, ("holm", "bh"))
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
+        check_ab_settings(self)
         check_policies(self.policies, self.control)
         for m in self.metrics:
             if m not in METRICS_BY_NAME:

@@ -130,10 +130,11 @@ def test_survey_answers_are_consistent(tmp_path, make_config):
     assert ((inap_ans["survey_answer"] != "suitable") == inap_ans["true_issue"]).all()
 
 
-def _two_bucket_logs(tmp_path, config, order, name):
-    """Serve ``config``'s world with two production rankers (they read the item counters that both
-    arms' users update), listed in ``order``;
-    each bucket's random streams are seeded by its name, users split by user id parity."""
+def _production_platform(tmp_path, config, arms, seed, name):
+    """A platform on ``config``'s world with one production ranker per (bucket name, temperature)
+    of ``arms``, listed in that order. Bucket streams are seeded by name (``seed`` spawned over the
+    sorted names) and users alternate over the sorted names by id, so listing the arms in another
+    order keeps every bucket's users and streams."""
     from policies import make_policy
     from simulator.logs import LogWriter
     from simulator.platform import Bucket, Platform
@@ -143,14 +144,21 @@ def _two_bucket_logs(tmp_path, config, order, name):
     streams = seed_streams(config.seed)
     world = World.generate(config, np.random.default_rng(streams["world"]))
     empty = LogData(pd.DataFrame(), world.catalog.table(), world.users.table()).observable()
-    made = {"hot": make_policy("production", temperature=0.3), "mild": make_policy("production", temperature=1.5)}
-    seeds = dict(zip(made, np.random.SeedSequence(7).spawn(2)))
-    buckets = [Bucket.from_seed(n, made[n].fit(empty, rng=np.random.default_rng(1)), i, seeds[n])
-               for i, n in enumerate(order)]
-    parity = np.arange(world.users.n_users) % 2              # even users: hot, odd: mild
-    assignment = parity if order[0] == "hot" else 1 - parity
-    writer = LogWriter(tmp_path / name, list(order))
-    Platform(world, buckets, assignment, writer, streams["arrivals"]).run(config.platform.days)
+    names = sorted(n for n, _ in arms)
+    seeds = dict(zip(names, np.random.SeedSequence(seed).spawn(len(names))))
+    buckets = [Bucket.from_seed(n, make_policy("production", temperature=t).fit(empty, rng=np.random.default_rng(1)),
+                                i, seeds[n]) for i, (n, t) in enumerate(arms)]
+    index = {bucket.name: bucket.index for bucket in buckets}
+    assignment = np.array([index[n] for n in names])[np.arange(world.users.n_users) % len(names)]
+    writer = LogWriter(tmp_path / name, [n for n, _ in arms])
+    return Platform(world, buckets, assignment, writer, streams["arrivals"])
+
+
+def _two_bucket_logs(tmp_path, config, order, name):
+    """Serve ``config``'s world with two production rankers (they read the item counters that both
+    arms' users update), listed in ``order``; even users: hot, odd: mild."""
+    temperature = {"hot": 0.3, "mild": 1.5}
+    _production_platform(tmp_path, config, [(n, temperature[n]) for n in order], 7, name).run(config.platform.days)
     logs = read_impressions(tmp_path / name)
     return logs.sort_values(["user_id", "ts", "position"]).reset_index(drop=True)
 
@@ -172,26 +180,14 @@ def test_bucket_order_does_not_change_any_bucket(tmp_path, make_config):
 
 def _platform_with_requests(tmp_path, config, name):
     """A platform whose users have all started today's sessions, and two buckets' ranked pages."""
-    from policies import make_policy
-    from simulator.logs import LogWriter
-    from simulator.platform import DAY_S, Bucket, Platform
-    from simulator.schema import LogData
-    from simulator.simulate import seed_streams
-    from simulator.world import World
-    streams = seed_streams(config.seed)
-    world = World.generate(config, np.random.default_rng(streams["world"]))
-    empty = LogData(pd.DataFrame(), world.catalog.table(), world.users.table()).observable()
-    seeds = np.random.SeedSequence(3).spawn(2)
-    buckets = [Bucket.from_seed(n, make_policy("production", temperature=t).fit(empty, rng=np.random.default_rng(1)),
-                                i, seeds[i]) for i, (n, t) in enumerate((("a", 0.5), ("b", 2.0)))]
-    assignment = np.arange(world.users.n_users) % 2
-    platform = Platform(world, buckets, assignment, LogWriter(tmp_path / name, ["a", "b"]), streams["arrivals"])
+    from simulator.platform import DAY_S
+    platform = _production_platform(tmp_path, config, [("a", 0.5), ("b", 2.0)], 3, name)
     now = DAY_S - 1.0
     platform.start_day(0)
     platform.start_sessions(now)
     due = np.flatnonzero(platform.in_session)
-    ranked = [platform.serve(bucket, due[assignment[due] == bucket.index][start:start + 40], now)
-              for bucket in buckets for start in (0, 40)]
+    ranked = [platform.serve(bucket, due[platform.assignment[due] == bucket.index][start:start + 40], now)
+              for bucket in platform.buckets for start in (0, 40)]
     return platform, ranked, now
 
 
