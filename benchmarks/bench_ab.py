@@ -30,6 +30,12 @@ is instrumented from inside its child (subclasses and proxies swapped into
 """
 from __future__ import annotations
 
+# Kernels pinned before numpy and torch are imported, as in every satbed process
+# (simulator/reproducibility.py; SATBED_KERNELS=native measures the unpinned kernels).
+from simulator.reproducibility import pin_kernels
+
+pin_kernels()
+
 import argparse
 import cProfile
 import dataclasses

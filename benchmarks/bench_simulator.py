@@ -22,6 +22,12 @@ Randomness comes only from numpy Generators derived from ``--seed``.
 """
 from __future__ import annotations
 
+# Kernels pinned before numpy and torch are imported, as in every satbed process
+# (simulator/reproducibility.py; SATBED_KERNELS=native measures the unpinned kernels).
+from simulator.reproducibility import pin_kernels
+
+pin_kernels()
+
 import argparse
 import cProfile
 import dataclasses

@@ -17,6 +17,12 @@ Timings are wall clock: run it on an otherwise idle machine.
 """
 from __future__ import annotations
 
+# Kernels pinned before numpy and torch are imported, as in every satbed process
+# (simulator/reproducibility.py; SATBED_KERNELS=native measures the unpinned kernels).
+from simulator.reproducibility import pin_kernels
+
+pin_kernels()
+
 import argparse
 import json
 import sys

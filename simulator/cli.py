@@ -1,6 +1,15 @@
 """The `satbed` command line."""
 from __future__ import annotations
 
+# Kernels are pinned before numpy and torch are imported (simulator/reproducibility.py).
+from simulator.reproducibility import KernelSettingError, pin_kernels
+
+try:
+    pin_kernels()
+    _KERNEL_ERROR: KernelSettingError | None = None
+except KernelSettingError as err:                     # reported by main() with exit code 2
+    _KERNEL_ERROR = err
+
 import argparse
 import sys
 import time
@@ -165,6 +174,9 @@ def _add_study_parser(sub) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if _KERNEL_ERROR is not None:
+        print(f"satbed: error: {_KERNEL_ERROR}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     from policies import UnknownPolicyError

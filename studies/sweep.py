@@ -29,9 +29,10 @@ Executors (:func:`make_executor`):
   every node needs satbed installed); an instance already initialised by the caller is reused;
 - ``"sequential"``: in this process, in order (debugging, profiling, tiny sweeps).
 
-Every worker runs with one torch thread (``torch.set_num_threads(1)``) and single-threaded
-BLAS, which is both the fastest setting on a busy machine and what makes the results identical
-across executors (``tests/studies/test_sweep.py`` asserts equality).
+Every worker runs with one torch thread (``torch.set_num_threads(1)``), single-threaded BLAS
+and the kernel pin of ``simulator.reproducibility`` (:func:`worker_env`), which is both the
+fastest setting on a busy machine and what makes the results identical across executors and
+machines (``tests/studies/test_sweep.py`` asserts equality).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ import pandas as pd
 
 from simulator.atomic import atomic_write_text
 from simulator.config import ConfigError
+from simulator.reproducibility import kernel_env
 
 EXECUTORS = ("pool", "ray", "sequential")
 DEFAULT_WORKERS = 2
@@ -163,11 +165,20 @@ class Executor(Protocol):
         ...
 
 
+def worker_env() -> dict[str, str]:
+    """The environment every worker starts with: single-threaded BLAS / OpenMP, and the kernel
+    pin of ``simulator.reproducibility`` (this process's values where it has them), so that a
+    cell gives the same numbers in any worker on any x86-64 machine."""
+    kernels = {k: os.environ.get(k, v) for k, v in kernel_env().items()}
+    return {**{k: "1" for k in THREAD_VARS}, **kernels}
+
+
 @contextlib.contextmanager
-def _single_threaded_env() -> Iterator[None]:
-    """Worker processes started inside this block get single-threaded BLAS / OpenMP."""
-    saved = {k: os.environ.get(k) for k in THREAD_VARS}
-    os.environ.update({k: "1" for k in THREAD_VARS})
+def _worker_env_block() -> Iterator[None]:
+    """Worker processes started inside this block get :func:`worker_env`."""
+    env = worker_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
@@ -213,7 +224,7 @@ class PoolExecutor:
         ctx = multiprocessing.get_context(self.start_method)
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx)
         try:
-            with _single_threaded_env():            # workers start during the submits
+            with _worker_env_block():               # workers start during the submits
                 futures = {pool.submit(execute, *t): i for i, t in enumerate(tasks)}
             pending = set(futures)
             while pending:
@@ -244,13 +255,15 @@ class RayExecutor:
             return
         ray = import_ray()
         owns = not ray.is_initialized()
+        runtime_env = {"env_vars": worker_env()}
         if owns:
-            kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                          runtime_env={"env_vars": {k: "1" for k in THREAD_VARS}})
+            kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
             if self.address is None:
                 kwargs["num_cpus"] = self.workers
             ray.init(address=self.address, **kwargs)
-        remote = ray.remote(num_cpus=1, max_retries=0)(execute)
+            remote = ray.remote(num_cpus=1, max_retries=0)(execute)
+        else:                                       # the caller's instance: the environment goes with the task
+            remote = ray.remote(num_cpus=1, max_retries=0, runtime_env=runtime_env)(execute)
         refs = {remote.remote(*t): i for i, t in enumerate(tasks)}
         pending = list(refs)
         try:

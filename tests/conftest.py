@@ -1,10 +1,15 @@
 """Shared fixtures: small worlds for fast tests, and one default-world run shared by slow tests."""
 from __future__ import annotations
 
-import pytest
+# Before anything imports numpy or torch: the suite runs with the kernels pinned, as the CLI does.
+from simulator.reproducibility import pin_kernels
 
-from simulator.config import SimConfig
-from tests_support import tiny
+pin_kernels()
+
+import pytest  # noqa: E402
+
+from simulator.config import SimConfig  # noqa: E402
+from tests_support import tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
