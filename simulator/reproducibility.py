@@ -18,7 +18,7 @@ What each pin is for (``MKL_VERBOSE=1`` / ``ONEDNN_VERBOSE=1`` over a SASRec and
   of the arrays in memory (on an AVX2 machine, switching CNR on changed SAQRec's weights).
   ``AVX2`` selects the AVX2 code path on Intel CPUs; on AMD CPUs MKL runs its automatic branch
   with CNR on. ``compatible`` mode uses MKL's SSE2 path instead, the same on every x86-64 CPU
-  of any vendor, at about 1.8x the fit time.
+  of any vendor, at about 1.6x the fit time (benchmarks/bench_kernels.py).
 - ``ONEDNN_MAX_CPU_ISA``: torch runs a few element-wise ops through oneDNN (61 primitives in
   that fit), and on AMX CPUs it may route more work there; capped for the same reason.
 - ``ATEN_CPU_CAPABILITY``: torch's own vectorised kernels (softmax, layer norm, sums) reduce in
