@@ -32,6 +32,12 @@ class Policy(Protocol):
         temperature: ``None`` for a deterministic top-k ranking of the scores; a float for a
             stochastic Plackett-Luce ranking with softmax(score / temperature), whose per-position
             propensities are logged.
+
+    Optional: ``update(new: LogData, *, epochs: int | None = None) -> None``, online learning from
+    a bucket's new logs (``epochs`` passes; None: the policy's own ``update_epochs``). Under the
+    A/B runner's ``learning = "update"`` every policy that has it gets its own bucket's new logs
+    every ``update_interval_s`` with the experiment's ``update_epochs``; every policy that trains
+    a model has one (sasrec, sasrec_n, sine, saqrec, usm, easq).
     """
     name: str
     temperature: float | None
@@ -53,6 +59,22 @@ def register_policy(name: str, description: str) -> Callable[[type], type]:
         cls.name = name
         return cls
     return deco
+
+
+def resolve_update_epochs(epochs: object, default: int) -> int:
+    """The passes an ``update(new, epochs=...)`` call takes: ``epochs``, or the policy's own
+    ``update_epochs`` when it is None; a clear error unless it is an integer >= 0."""
+    value = default if epochs is None else epochs
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"epochs={value!r} must be an integer >= 0 (or None: the policy's update_epochs)")
+    return int(value)
+
+
+def check_new_columns(new: Any, seen: Any) -> None:
+    """``update()``'s new impressions must have every column of the logs the policy has seen."""
+    missing = [c for c in seen if c not in new.columns]
+    if missing:
+        raise ValueError(f"new logs lack column(s) {', '.join(map(repr, missing))} that the training logs had")
 
 
 def available_policies() -> dict[str, str]:

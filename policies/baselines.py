@@ -6,7 +6,7 @@ from typing import Self
 
 import numpy as np
 
-from policies.base import check_fitted, register_policy
+from policies.base import check_fitted, register_policy, resolve_update_epochs
 from policies.data import check_observable, n_items_of
 from simulator.schema import LogData, RankBatch
 
@@ -114,10 +114,11 @@ class MostPopular:
         self.fitted_ = True
         return self
 
-    def update(self, new: LogData) -> None:
-        """Add the effective views of ``new`` to the counts."""
+    def update(self, new: LogData, *, epochs: int | None = None) -> None:
+        """Add the effective views of ``new`` to the counts (one pass whatever ``epochs``; 0
+        adds nothing, as for every policy)."""
         check_fitted(self)
-        if len(new.impressions) == 0:
+        if resolve_update_epochs(epochs, 1) == 0 or len(new.impressions) == 0:
             return
         check_observable(new, required=("item_id", "effective_view"), where="new")
         extra = self._counts(new, max(n_items_of(new), len(self.counts_)))

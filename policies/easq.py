@@ -56,8 +56,9 @@ history: the user's clicks in the pages requested before the impression's page
 request by request). Rows are ordered by page, not by row time: a long page's later rows can be
 logged after the user's next request, but the store recorded the whole page when it was served.
 
-**Online learning.** The A/B runner calls :meth:`EASQ.update` with the bucket's new logs every
-``update_interval_s`` simulated seconds. Each call takes ``update_epochs`` passes of (a) the
+**Online learning.** Under ``learning = "update"`` the A/B runner calls :meth:`EASQ.update` with
+the bucket's new logs every ``update_interval_s`` simulated seconds, as it calls every other
+policy's. Each call takes ``epochs`` (the experiment's ``update_epochs``) passes of (a) the
 multi-task loss (1) on up to ``update_dense_samples`` of the new impressions (the backbone follows
 the dense stream), then (b) the alignment loss (4) on every pair with a new questionnaire event,
 pairing new events with the recent ones kept in a buffer of ``pair_window_s`` seconds. The offline
@@ -98,6 +99,8 @@ Switches (:data:`VARIANTS`):
 - ``objective="bce"`` ("w/o DPO"): the side path is trained by BCE of ``z_sat`` (side path on) on
   answered questionnaires instead of (4); unanswered exposures are not used.
 - ``online=False`` ("offline-only"): the same offline fit; ``update`` does nothing.
+- ``fusion=(1, 1, 1, 0)`` ("click-only"): the satisfaction task does not reach the score: EASQ without
+  its questionnaire parts, learning online the same way (the twin of the positive control).
 
 Choices where the abstract is silent:
 
@@ -138,7 +141,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import check_fitted, check_ids, register_policy
+from policies.base import check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import (REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable, item_side, merge,
                            n_items_of, page_order, page_starts, to_model_ids)
 from policies.encoders import EncoderConfig, SequenceEncoder
@@ -567,7 +570,9 @@ class EASQ:
         d_model, n_layers, n_heads, dropout: the backbone encoder (:class:`EncoderConfig`).
         item_features: item-table columns whose embeddings are added to the item-id embedding.
         task_weights: weights of the dense losses (effective view, watch fraction, like).
-        fusion: (w_ev, w_watch, w_like, w_sat), the ranking score, Eq. (3); w_sat > 0.
+        fusion: (w_ev, w_watch, w_like, w_sat), the ranking score, Eq. (3); w_sat >= 0. With
+            w_sat = 0 (:data:`VARIANTS` "click-only") no questionnaire reaches the score: the
+            twin that the positive control compares EASQ with, learning online the same way.
         impressions_per_window: impression slots sampled per click window and epoch.
         batch_size, lr, max_epochs, patience: backbone training (windows per mini-batch).
         valid_share: share of users held out for the backbone's early stopping.
@@ -730,10 +735,11 @@ class EASQ:
             scores = self.model_.serve(u, ids, self.table_)                              # (B, C)
         return scores.numpy().astype(np.float64)
 
-    def update(self, new: LogData) -> None:
-        """Online learning on the bucket's logs since the last call: multi-task steps on the new
-        impressions, then alignment steps on the pairs with a new questionnaire event (see the
-        module docstring). Does nothing with ``online=False``.
+    def update(self, new: LogData, *, epochs: int | None = None) -> None:
+        """Online learning on the bucket's logs since the last call: ``epochs`` passes (default
+        ``update_epochs``) of multi-task steps on the new impressions, then of alignment steps on
+        the pairs with a new questionnaire event (see the module docstring). Does nothing with
+        ``online=False`` or ``epochs=0`` (the logs are not marked as seen then).
 
         Rows of pages requested at or before their user's last seen page (logs that overlap or
         precede what the policy has seen) are dropped and counted in :attr:`UpdateStats.stale`.
@@ -742,7 +748,8 @@ class EASQ:
             ValueError: oracle or missing columns, or item ids outside the fitted catalogue.
         """
         check_fitted(self)
-        if not self.online or len(new.impressions) == 0:
+        epochs = resolve_update_epochs(epochs, self.update_epochs)
+        if not self.online or epochs == 0 or len(new.impressions) == 0:
             return
         check_observable(new, required=EASQ_COLUMNS, where="new")
         order, req_ts = page_order(new.impressions)
@@ -764,11 +771,11 @@ class EASQ:
         rng, model = self.rng_, self.model_
         # (a) multi-task steps on the dense stream, Eq. (1), with the persistent Adam
         n_dense = 0
-        if self.update_dense_samples > 0 and self.update_epochs > 0:
+        if self.update_dense_samples > 0 and epochs > 0:
             pick = np.sort(rng.choice(len(frame), min(len(frame), self.update_dense_samples), replace=False))
             data = _Impressions(hist[pick], to_model_ids(items[pick]), self._dense_targets(frame)[pick])
             with _trainable(model, model.backbone_parameters()):
-                self._train(data, self._impression_loss, self.update_epochs, self.update_lr, rng,
+                self._train(data, self._impression_loss, epochs, self.update_lr, rng,
                             batch_size=512, optimizer=self.dense_opt_)
             n_dense = len(pick)
         # (b) alignment steps on pairs with a new questionnaire event, Eq. (4), by SGD on the sum
@@ -778,7 +785,7 @@ class EASQ:
         is_new = np.r_[np.zeros(len(self.events_), bool), np.ones(len(events), bool)]
         pairs, answers = self._alignment_data(both, is_new)
         margin = float(self.pair_margins(pairs).mean()) if len(pairs.items) else math.nan
-        self._align(pairs, answers, online=True, rng=rng)
+        self._align(pairs, answers, online=True, rng=rng, epochs=epochs)
         self.events_ = both.take(np.flatnonzero(both.ts >= float(ts.max()) - self.pair_window_s))
         self.clicks_ = _tail(ctx.clicks, self.max_len)
         self._see(users, req_ts)
@@ -863,15 +870,17 @@ class EASQ:
         """What the alignment objective trains: the side path, or without LoRA the whole network."""
         return self.model_.lora_parameters() if self.use_lora else list(self.model_.parameters())
 
-    def _align(self, pairs: _Pairs, answers: _Answers, *, online: bool, rng: np.random.Generator) -> None:
+    def _align(self, pairs: _Pairs, answers: _Answers, *, online: bool, rng: np.random.Generator,
+               epochs: int | None = None) -> None:
         """The alignment objective: DPO on ``pairs`` (Eq. 4) or, w/o DPO, BCE on ``answers``.
 
-        Offline: ``align_epochs`` of Adam on the mean loss. Online: ``update_epochs`` of the
+        Offline: ``align_epochs`` of Adam on the mean loss. Online: ``epochs`` (default
+        ``update_epochs``) of the
         persistent SGD on the loss summed over the examples (``update_align_lr`` per example);
         w/o LoRA, of the persistent Adam on the mean loss (``update_lr``).
         """
         data, loss = (pairs, self._dpo_loss) if self.objective == "dpo" else (answers, self._align_bce_loss)
-        epochs = self.update_epochs if online else self.align_epochs
+        epochs = (self.update_epochs if epochs is None else epochs) if online else self.align_epochs
         if len(data.items) == 0 or epochs == 0:
             return
         with _trainable(self.model_, self._alignment_parameters()):
@@ -1043,9 +1052,9 @@ class EASQ:
             raise ValueError(f"task_weights={tuple(self.task_weights)} must have {len(DENSE_TASKS)} weights")
         if len(tuple(self.fusion)) != len(DENSE_TASKS) + 1:
             raise ValueError(f"fusion={tuple(self.fusion)} must have {len(DENSE_TASKS) + 1} weights")
-        if not self.fusion[-1] > 0:
+        if not self.fusion[-1] >= 0:
             raise ValueError(f"fusion={tuple(self.fusion)}: the satisfaction weight {self.fusion[-1]} "
-                             "must be > 0 (0 leaves the alignment without effect, < 0 reverses it)")
+                             "must be >= 0 (< 0 reverses the alignment; 0 is the click-only twin)")
         for name in ("max_len", "d_model", "n_layers", "n_heads", "impressions_per_window", "batch_size",
                      "max_epochs", "patience", "align_batch_size"):
             if getattr(self, name) < 1:
@@ -1073,5 +1082,6 @@ VARIANTS: dict[str, dict] = {
     "w/o LoRA": {"use_lora": False},
     "w/o DPO": {"objective": "bce"},
     "offline-only": {"online": False},
+    "click-only": {"fusion": (1.0, 1.0, 1.0, 0.0)},
 }
 """The ablation rows: ``make_policy("easq", **VARIANTS[row])``."""

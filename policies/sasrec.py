@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policies.base import check_fitted, check_ids, register_policy
+from policies.base import check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import (Sequences, Targets, Windows, check_observable, holdout_last, item_side,
                            last_negative_before, merge, n_items_of, next_item_windows, pad, positive_keys,
                            sample_negatives, to_model_ids, user_sequences)
@@ -72,9 +72,10 @@ class SASRec:
         item_bias: add a learned per-item score offset.
         eval_negatives: sampled negatives per validation target.
         metric: validation metric for early stopping, "ndcg@10" or "hr@10".
-        update_epochs: epochs of fine-tuning on the users in each ``update()``'s new logs; 0 (the
-            default) makes ``update`` a no-op: serving reads the live click history from the
-            feature store anyway, only the item embeddings stay as fitted.
+        update_epochs: epochs of fine-tuning on the users in each ``update()``'s new logs when the
+            caller gives none; 0 (the default) makes such a call a no-op (serving reads the live
+            click history from the feature store anyway, only the item embeddings stay as
+            fitted). The A/B runner's ``learning = "update"`` passes its own ``update_epochs``.
         progress: show a tqdm bar while training.
     """
     temperature: float | None = None
@@ -172,12 +173,14 @@ class SASRec:
                 scores += bias[ids]
         return scores.numpy().astype(np.float64)
 
-    def update(self, new: LogData) -> None:
-        """Online learning between serving rounds: with ``update_epochs`` > 0, append ``new`` to
-        the stored sequences and fine-tune for that many epochs on the users in ``new`` (no
-        validation); with 0 (the default), do nothing (see the class docstring)."""
+    def update(self, new: LogData, *, epochs: int | None = None) -> None:
+        """Online learning between serving rounds: with ``epochs`` (default ``update_epochs``)
+        > 0, append ``new`` to the stored sequences and fine-tune for that many epochs on the
+        users in ``new`` (no validation); with 0 (the default), do nothing (see the class
+        docstring)."""
         check_fitted(self)
-        if self.update_epochs <= 0 or len(new.impressions) == 0:
+        epochs = resolve_update_epochs(epochs, self.update_epochs)
+        if epochs == 0 or len(new.impressions) == 0:
             return
         check_observable(new, where="new")
         fresh = user_sequences(new, "mixed")
@@ -188,7 +191,7 @@ class SASRec:
             return
         exclude = positive_keys(self.mixed_, self.n_items_)
         result = train_model(self.model_, lambda r: self._examples(windows, self.n_items_, exclude, r),
-                             self._loss, None, self._train_config(self.update_epochs, self.update_epochs),
+                             self._loss, None, self._train_config(epochs, epochs),
                              self.rng_)
         self.history_ = self.history_ + result.history
         self._cache_items()

@@ -116,7 +116,8 @@ github.com/tsinghua-fib-lab/RecSys2023-SINE):
   rank the last click against sampled items instead, as ``sasrec`` does.
 - *Batch size.* 64 by default (the paper found small batches best, 32 of
   {32, ..., 1024}); at 256 a 1,000-user world gives a handful of Adam steps per epoch.
-- *Online updates* (``update_epochs`` > 0) append the new pages to the stored sequences; pages
+- *Online updates* (``update(new, epochs=...)``, by default ``update_epochs``; the A/B runner's
+  ``learning = "update"`` passes its own) append the new pages to the stored sequences; pages
   requested at or before the user's latest stored page (overlapping or older logs) are dropped
   and counted in ``stale_``.
 """
@@ -132,7 +133,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import check_fitted, check_ids, register_policy
+from policies.base import check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import (Sequences, check_observable, item_side, merge, n_items_of, pad, positive_keys,
                            request_sequences, request_times, sample_negatives, to_model_ids)
 from policies.encoders import EncoderConfig, ItemEmbedding, Reweight, SequenceEncoder
@@ -644,8 +645,9 @@ class SINE:
             skips after their penultimate click (the authors' protocol; "ndcg@10" if no user has
             such a skip); "ndcg@10" / "hr@10", the last click against ``eval_negatives`` sampled
             items (SASRec's).
-        update_epochs: epochs of fine-tuning on the users of each ``update()``'s logs (0: no-op;
-            serving reads the live mixed history anyway).
+        update_epochs: epochs of fine-tuning on the users of each ``update()``'s logs when the
+            caller gives none (0: no-op; serving reads the live mixed history anyway); the A/B
+            runner's ``learning = "update"`` passes its own.
         progress: show a tqdm bar while training.
     """
     temperature: float | None = None
@@ -758,17 +760,18 @@ class SINE:
             s = self.model_.score_last(tokens, ids, self.table_)            # (B, C)
         return s.numpy().astype(np.float64)
 
-    def update(self, new: LogData) -> None:
-        """Online learning between serving rounds: with ``update_epochs`` > 0, append ``new`` to the
-        stored sequences and fine-tune for that many epochs on the users in ``new`` (no
-        validation); with 0 (the default), do nothing.
+    def update(self, new: LogData, *, epochs: int | None = None) -> None:
+        """Online learning between serving rounds: with ``epochs`` (default ``update_epochs``)
+        > 0, append ``new`` to the stored sequences and fine-tune for that many epochs on the
+        users in ``new`` (no validation); with 0 (the default), do nothing.
 
         ``new`` must hold whole pages. Pages requested at or before their user's latest page seen
         so far (overlapping or older logs) are dropped and counted in :attr:`stale_`, so the
         stored sequences stay in the feature store's order.
         """
         check_fitted(self)
-        if self.update_epochs <= 0 or len(new.impressions) == 0:
+        epochs = resolve_update_epochs(epochs, self.update_epochs)
+        if epochs == 0 or len(new.impressions) == 0:
             return
         check_observable(new, where="new")
         imp = new.impressions
@@ -791,7 +794,7 @@ class SINE:
         if not ((windows.targets > 0).any() or (self.lambda2 > 0 and (windows.skip_neg > 0).any())):
             return
         result = train_model(self.model_, lambda r: self._examples(windows, self.n_items_, exclude, r),
-                             self._loss, None, self._train_config(self.update_epochs, self.update_epochs),
+                             self._loss, None, self._train_config(epochs, epochs),
                              self.rng_)
         self.history_ = self.history_ + result.history
         self._cache_items()

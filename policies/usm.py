@@ -24,7 +24,12 @@ Four models, each a small feed-forward network over the same serving-time inputs
 
 Ranking (Eq. 3): ``score = sum_i w_i p(survey_i) + sum_j v_j p(engagement_j)`` with the weights
 of :data:`DEFAULT_WEIGHTS` (negative for the dissatisfaction and issue heads), overridable by
-``weights``. The four rows of USM Tables 1-3 are :data:`VARIANTS`.
+``weights``. The weights combine probabilities, as in the paper (``combine="logit"`` combines
+logits instead). A survey head with fewer than ``min_head_labels`` positive or negative training
+labels gets weight 0, with a warning that names it: its tower never saw a label, and with its
+paper weight its random output would reorder pages (a pre-period with no inappropriate answer
+made four of the five survey heads such noise). :meth:`USM.term_spread` reports how much each
+term varies within a request. The four rows of USM Tables 1-3 are :data:`VARIANTS`.
 
 Architecture (Fig. 3): the backbone input is the concatenation of user, item and author
 embeddings, embeddings of the item's l1 / l2 / leaf category and standardised dense observable
@@ -91,6 +96,7 @@ stopping on the held-out (latest) questionnaires never keeps the untrained netwo
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Self
@@ -101,7 +107,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import check_fitted, check_ids, register_policy
+from policies.base import check_fitted, check_ids, check_new_columns, register_policy, resolve_update_epochs
 from policies.data import ORDER_COLUMNS, check_observable, chronological_order
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
 from simulator.schema import ISSUE_TYPES, SURVEY_TYPES, LogData, RankBatch
@@ -720,6 +726,14 @@ class USM:
 
     Args:
         temperature: None ranks by the score (deterministic top-k).
+        combine: what Eq. 3 weighs: ``"probability"`` (the paper: ``sum_i w_i p_i``) or
+            ``"logit"`` (``sum_i w_i logit(p_i)``, which lets a rare head's relative changes
+            count as much as a common head's).
+        min_head_labels: a survey head enters Eq. 3 only if its training rows hold at least this
+            many positive and this many negative labels. A head below it (e.g. no inappropriate
+            answer in the pre-period) would rank with a tower that never saw a label; it gets
+            weight 0, a warning names it and ``stats_["unestimable_heads"]`` records its counts,
+            and with ``distillation`` it gets no pseudo labels.
         response_debias: weight the labelled samples by ``1 / max(P̂(submit | shown),
             min_propensity)`` in training and validation (§3.2).
         distillation: teacher with posterior features -> filtered soft pseudo labels -> student
@@ -756,9 +770,13 @@ class USM:
             impressions (engagement, student: tens of thousands of rows per epoch).
         valid_share: latest share of each model's rows (by time) held out for early stopping.
         history_length: click / skip history window (capped by the feature store's length).
+        update_epochs: passes of :meth:`update` when the caller gives none (0: ``update`` does
+            nothing; the A/B runner's ``learning = "update"`` passes its own).
         progress: tqdm bars while training.
     """
     temperature: float | None = None
+    combine: str = "probability"
+    min_head_labels: int = 10
     response_debias: bool = False
     distillation: bool = False
     debias_pseudo: bool | None = None
@@ -794,9 +812,13 @@ class USM:
     patience_large: int = 2
     valid_share: float = 0.15
     history_length: int = 50
+    update_epochs: int = 0
     progress: bool = False
     # fitted state
     fitted_: bool = field(default=False, init=False)
+    train_: pd.DataFrame | None = field(default=None, init=False, repr=False)    # the logs seen so far
+    estimable_: np.ndarray | None = field(default=None, init=False, repr=False)  # (H,) heads in Eq. 3
+    rng_: np.random.Generator | None = field(default=None, init=False, repr=False)
     catalogue_: Catalogue | None = field(default=None, init=False, repr=False)
     submit_: SurveyNet | None = field(default=None, init=False, repr=False)
     engagement_: SurveyNet | None = field(default=None, init=False, repr=False)
@@ -845,27 +867,86 @@ class USM:
 
         # 3. the survey model: on the labelled samples, or teacher -> pseudo labels -> student
         valid = _time_split(ts[idx], self.valid_share)                                  # (m,)
+        estimable = self._estimable_heads(labels[idx][~valid], lmask[idx][~valid], weights)  # (H,)
+        weights = {h: (0.0 if h in SURVEY_HEADS and not estimable[SURVEY_HEADS.index(h)] else w)
+                   for h, w in weights.items()}
         real = _rows(x.take(idx), labels[idx], lmask[idx], ipw if self.response_debias else None)
         if self.distillation:
             self.survey_, self.teacher_ = self._fit_distilled(imp, x, post, labels, lmask, idx, valid, ipw, real,
-                                                              shown, ts, r_survey)
+                                                              shown, ts, r_survey, estimable)
         else:
             self.survey_ = self._fit_net(real.take(np.flatnonzero(~valid)), real.take(np.flatnonzero(valid)),
                                          x.dense, SURVEY_HEADS, r_survey, "survey")
             self.teacher_ = None
         self.weights_ = weights
+        self.train_, self.estimable_ = imp, estimable
+        self.rng_ = rng.spawn(1)[0]                      # online updates; the fit's draws are unchanged
         self.fitted_ = True
         return self
 
+    def update(self, new: LogData, *, epochs: int | None = None) -> None:
+        """Online learning between serving rounds: ``epochs`` passes (default ``update_epochs``;
+        0 does nothing) of the engagement model over the new impressions, and of the serving
+        survey model (or student) over the new answered questionnaires, weighted by the fitted
+        submit model's IPW with ``response_debias``. Features are point-in-time over every log
+        seen so far. The submit model and the teacher stay fixed (no new pseudo labels), and the
+        heads that were unestimable at fit time stay out of Eq. 3 and untrained."""
+        check_fitted(self)
+        epochs = resolve_update_epochs(epochs, self.update_epochs)
+        if epochs == 0 or len(new.impressions) == 0:
+            return
+        check_observable(new, required=REQUIRED, where="new")
+        check_new_columns(new.impressions, self.train_.columns)
+        start = len(self.train_)
+        frame = pd.concat([self.train_, new.impressions[self.train_.columns]], ignore_index=True)
+        self.train_ = frame
+        fresh = np.arange(start, len(frame))
+        x = logged_inputs(frame, self.catalogue_, self.history_length).take(fresh)          # (m, D)
+        imp = frame.iloc[fresh]
+        r_engage, r_survey = self.rng_.spawn(2)
+        if self.engagement_ is not None:
+            target = np.stack([imp[h].to_numpy(bool) for h in ENGAGEMENT_HEADS], axis=1).astype(np.float32)
+            self._fine_tune(self.engagement_, _rows(x, target, np.ones_like(target)), epochs, r_engage, True)
+        labels, lmask = survey_labels(imp)                                                 # (m, H) each
+        lmask = lmask * self.estimable_[None, :]                                            # unestimable heads stay untrained
+        idx = np.flatnonzero(lmask.any(axis=1))
+        if len(idx):
+            weight = None
+            if self.response_debias:
+                sub = frame.iloc[start:]
+                pscore = self._submit_pscore(sub.iloc[idx], x.take(idx), submit_history(frame)[start:][idx],
+                                             posterior_features(sub.iloc[idx]))
+                weight = ipw_weights(pscore, self.min_propensity)
+                weight = weight / weight.mean()              # as in fit: mean 1
+            self._fine_tune(self.survey_, _rows(x.take(idx), labels[idx], lmask[idx], weight), epochs, r_survey,
+                            self.distillation)
+
+    def _fine_tune(self, model: SurveyNet, rows: _Rows, epochs: int, rng: np.random.Generator, large: bool) -> None:
+        tc = TrainConfig(batch_size=self.batch_size, lr=self.lr, max_epochs=epochs, patience=epochs,
+                         weight_decay=self.weight_decay_large if large else self.weight_decay, max_grad_norm=5.0,
+                         progress=False, desc="usm update")
+        result = train_model(model, lambda r: rows, _data_loss, None, tc, rng)
+        self.history_.setdefault("updates", []).extend(result.history)
+
     def score(self, batch: RankBatch) -> np.ndarray:
-        """(B, C) Eq. 3: ``sum_i w_i p(survey_i) + sum_j v_j p(engagement_j)``."""
+        """(B, C) Eq. 3: ``sum_i w_i p(survey_i) + sum_j v_j p(engagement_j)`` (with
+        ``combine="logit"``, each ``p`` replaced by its logit); heads of weight 0 are not computed."""
+        return sum(self.terms(batch).values(), np.zeros(np.shape(batch.candidates), np.float64))
+
+    def terms(self, batch: RankBatch) -> dict[str, np.ndarray]:
+        """``{head: (B, C) w_h * p_h}`` (or ``w_h * logit(p_h)``): the terms of Eq. 3 that
+        :meth:`score` adds, for every head of non-zero weight."""
         check_fitted(self)
         need = tuple(h for h, w in self.weights_.items() if w != 0.0)
         heads = self.predict_heads(batch.user_ids, batch.candidates, batch.features, heads=need)
-        out = np.zeros(batch.candidates.shape, np.float64)
-        for h in need:
-            out += self.weights_[h] * heads[h]
-        return out
+        if self.combine == "logit":
+            heads = {h: np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1)) for h, p in heads.items()}
+        return {h: self.weights_[h] * heads[h] for h in need}
+
+    def term_spread(self, batch: RankBatch) -> dict[str, float]:
+        """``{head: mean over requests of the within-request sd of its Eq. 3 term}``: how much
+        each term can reorder a page (a term that is constant within a request ranks nothing)."""
+        return {h: float(t.std(axis=1).mean()) for h, t in self.terms(batch).items()}
 
     def predict_heads(self, users: np.ndarray, candidates: np.ndarray, store: Any,
                       heads: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -960,7 +1041,8 @@ class USM:
 
     def _fit_distilled(self, imp: pd.DataFrame, x: Inputs, post: np.ndarray, labels: np.ndarray,
                        lmask: np.ndarray, idx: np.ndarray, valid: np.ndarray, ipw: np.ndarray, real: _Rows,
-                       shown: np.ndarray, ts: np.ndarray, rng: np.random.Generator) -> tuple[SurveyNet, SurveyNet]:
+                       shown: np.ndarray, ts: np.ndarray, rng: np.random.Generator,
+                       estimable: np.ndarray) -> tuple[SurveyNet, SurveyNet]:
         """§3.3: teacher (Eq. 7) -> soft pseudo labels filtered by Eq. 8 -> student on Eq. 9.
 
         Returns:
@@ -982,7 +1064,7 @@ class USM:
             unl = np.sort(r_pool.choice(unl, self.max_pseudo, replace=False))
         soft = predict(teacher, xt.take(unl))                                            # (u, H)
         tau_n, tau_p = self._thresholds(_base_rate(taught))
-        keep = pseudo_label_mask(soft, tau_n, tau_p)                                     # (u, H) Eq. 8
+        keep = pseudo_label_mask(soft, tau_n, tau_p) & estimable[None, :]                # (u, H) Eq. 8
         self.stats_.update(pseudo_candidates=len(unl), tau_n=tau_n.round(4).tolist(), tau_p=tau_p.round(4).tolist(),
                            pseudo_kept=keep.mean(axis=0).round(4).tolist())
         has = keep.any(axis=1)
@@ -1058,10 +1140,32 @@ class USM:
         self.history_[desc] = result.history
         return model
 
+    def _estimable_heads(self, labels: np.ndarray, mask: np.ndarray, weights: Mapping[str, float]) -> np.ndarray:
+        """(H,) bool: survey heads with ``min_head_labels`` positive and negative training labels
+        (``labels``, ``mask``: (m, H) of the training rows); warns naming the others that Eq. 3
+        would weigh (a head of weight 0 ranks nothing either way)."""
+        positives = (labels * mask).sum(axis=0)                                          # (H,)
+        negatives = mask.sum(axis=0) - positives
+        ok = (positives >= self.min_head_labels) & (negatives >= self.min_head_labels)
+        dropped = {h: {"rows": int(mask[:, k].sum()), "positives": int(positives[k])}
+                   for k, h in enumerate(SURVEY_HEADS) if not ok[k] and weights[h] != 0.0}
+        self.stats_["unestimable_heads"] = dropped
+        if dropped:
+            named = ", ".join(f"{h} ({c['rows']} rows, {c['positives']} positive)" for h, c in dropped.items())
+            warnings.warn(f"USM: survey head(s) {named} have fewer than min_head_labels={self.min_head_labels} "
+                          "positive or negative training labels; they get weight 0 in Eq. 3 "
+                          "(stats_['unestimable_heads'])", stacklevel=3)
+        return ok
+
     def _check_params(self) -> dict[str, float]:
         """Validate the parameters; returns the Eq. 3 weights of every head."""
         if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 or None")
+        if self.combine not in ("probability", "logit"):
+            raise ValueError(f"combine={self.combine!r} must be 'probability' or 'logit'")
+        if isinstance(self.min_head_labels, bool) or not isinstance(self.min_head_labels, int) \
+                or self.min_head_labels < 1:
+            raise ValueError(f"min_head_labels={self.min_head_labels!r} must be an integer >= 1")
         if not isinstance(self.weights, Mapping):
             raise ValueError(f"weights={self.weights!r} must be a mapping of head name to weight")
         unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))

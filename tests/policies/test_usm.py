@@ -166,8 +166,9 @@ def test_survey_labels_follow_the_survey_options():
 # ----------------------------------------------------------------------------- the policy
 @pytest.mark.parametrize("variant", ["baseline", "distillation + response debias"])
 def test_check_policy(variant, tiny_world):
-    ran = check_policy(lambda: make_policy("usm", **VARIANTS[variant], **FAST), tiny_world.train, tiny_world.batch())
-    assert ran[-1] == "temperature"
+    ran = check_policy(lambda: make_policy("usm", update_epochs=1, **VARIANTS[variant], **FAST), tiny_world.train,
+                       tiny_world.batch())
+    assert ran[-1] == "update"                              # USM has an update() (online learning)
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +180,15 @@ def test_score_is_eq3_over_the_heads(tiny_usm, tiny_world):
     batch = tiny_world.batch(n_requests=8, n_candidates=40)
     heads = tiny_usm.predict_heads(batch.user_ids, batch.candidates, batch.features)
     assert set(heads) == set(usm.DEFAULT_WEIGHTS) and all(h.shape == (8, 40) for h in heads.values())
-    expected = sum(usm.DEFAULT_WEIGHTS[h] * heads[h] for h in heads)
+    # Eq. 3 with the paper's weights, less the heads too thinly labelled to estimate
+    dropped = tiny_usm.stats_["unestimable_heads"]
+    assert tiny_usm.weights_ == {h: 0.0 if h in dropped else w for h, w in usm.DEFAULT_WEIGHTS.items()}
+    expected = sum(tiny_usm.weights_[h] * heads[h] for h in heads)
     assert np.allclose(tiny_usm.score(batch), expected, rtol=0, atol=1e-12)
+    spread = tiny_usm.term_spread(batch)
+    assert set(spread) == {h for h, w in tiny_usm.weights_.items() if w != 0}
+    for h, sd in spread.items():
+        assert sd == pytest.approx(float((tiny_usm.weights_[h] * heads[h]).std(axis=1).mean()), rel=1e-9)
     assert all(((h > 0) & (h < 1)).all() for h in heads.values())
     assert tiny_usm.teacher_ is not None and tiny_usm.stats_["pseudo_candidates"] > 0
     p = tiny_usm.submit_propensity(tiny_world.train.impressions)
@@ -191,7 +199,51 @@ def test_score_is_eq3_over_the_heads(tiny_usm, tiny_world):
         tiny_usm.score(bad)
 
 
+def test_an_unlabelled_head_does_not_move_the_ranking(tiny_usm, tiny_world):
+    """The tiny world's pre-period has too few inappropriate answers for the issue heads: their
+    towers never saw a label, so perturbing them must leave every score as it is, while
+    perturbing the dislike head (which ranks) changes the scores."""
+    dropped = tiny_usm.stats_["unestimable_heads"]
+    assert "inappropriate" in dropped and "dislike" not in dropped
+    assert dropped["inappropriate"]["positives"] < 10 or dropped["inappropriate"]["rows"] - \
+        dropped["inappropriate"]["positives"] < 10
+    batch = tiny_world.batch(n_requests=8, n_candidates=40)
+    before = tiny_usm.score(batch)
+    net = tiny_usm.survey_
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    try:
+        gen = torch.Generator().manual_seed(0)
+        for h in dropped:
+            for p in net.heads[SURVEY_HEADS.index(h)].parameters():
+                p.data.add_(torch.randn(p.shape, generator=gen))
+        assert np.array_equal(tiny_usm.score(batch), before)
+        for p in net.heads[SURVEY_HEADS.index("dislike")].parameters():
+            p.data.add_(torch.randn(p.shape, generator=gen))
+        assert not np.allclose(tiny_usm.score(batch), before)
+    finally:
+        net.load_state_dict(saved)
+
+
+def test_unestimable_heads_are_named_in_a_warning(tiny_world):
+    with pytest.warns(UserWarning, match=r"survey head\(s\) inappropriate \(\d+ rows, \d+ positive\)"):
+        make_policy("usm", **FAST).fit(tiny_world.train, rng=np.random.default_rng(0))
+
+
+def test_logit_combination(tiny_world):
+    fit = dict(FAST, max_epochs=1)
+    prob = make_policy("usm", **fit).fit(tiny_world.train, rng=np.random.default_rng(0))
+    logit = make_policy("usm", combine="logit", **fit).fit(tiny_world.train, rng=np.random.default_rng(0))
+    batch = tiny_world.batch(n_requests=4, n_candidates=20)
+    heads = logit.predict_heads(batch.user_ids, batch.candidates, batch.features)
+    expected = sum(w * np.log(heads[h] / (1 - heads[h])) for h, w in logit.weights_.items() if w != 0)
+    assert np.allclose(logit.score(batch), expected, rtol=0, atol=1e-6)
+    assert np.allclose(prob.predict_heads(batch.user_ids, batch.candidates, batch.features)["dislike"],
+                       heads["dislike"])                        # the same fit; only the combination differs
+
+
 @pytest.mark.parametrize("params, match", [
+    (dict(combine="sum"), "combine='sum' must be 'probability' or 'logit'"),
+    (dict(min_head_labels=0), "min_head_labels=0 must be an integer >= 1"),
     (dict(weights={"clicks": 1.0}), "weights has unknown head"),
     (dict(tau_n=0.5, tau_p=0.4), "0 <= tau_n <= tau_p <= 1"),
     (dict(tau_band=0.5), "tau_band=0.5 must be >= 1"),
