@@ -293,14 +293,20 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     return value
 
 
+RENAMED = {"retrain_daily": 'replaced by learning = "refit" (true) or learning = "frozen" (false); '
+                            'policies with update() learn online only with learning = "update"'}
+"""Keys of older configs, with what replaced them (named in the unknown-key error)."""
+
+
 def from_dict(cls: type, data: dict[str, Any], *, prefix: str = "") -> Any:
     """Build a config dataclass from nested dicts; an unknown key is an error, not ignored."""
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
+        moved = "".join(f"; {prefix + u}: {RENAMED[u]}" for u in unknown if u in RENAMED)
         raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"unknown key(s) {', '.join(prefix + u for u in unknown)}{moved}; "
             f"valid keys in {prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
     try:

@@ -2,9 +2,12 @@
 
 A run has a pre-period served by the stochastic production policy, whose logs train the
 candidate policies, then an experiment period in which every bucket (users assigned by a salted
-hash) is served by its own policy through the batched ranking service. Optionally each policy is
-retrained daily on the pre-period plus its own bucket's logs, and policies with an ``update``
-method are updated online between serving rounds. The run directory holds the resolved config,
+hash) is served by its own policy through the batched ranking service. One learning schedule
+(``learning``) applies to every bucket: ``frozen`` (the pre-period fit only), ``update`` (every
+policy with an ``update`` method gets its own bucket's new logs every ``update_interval_s`` and
+takes ``update_epochs`` passes over them) or ``refit`` (every policy is refit daily on the
+pre-period plus its own bucket's logs), so that a comparison never mixes a policy's use of
+questionnaires with an online learning that its control does not get. The run directory holds the resolved config,
 the logs, per-bucket-per-day metrics, the lift analysis, ``report.md`` and plots.
 """
 from __future__ import annotations
@@ -65,8 +68,14 @@ class ExperimentConfig:
     buckets: tuple[BucketConfig, ...] = field(default=DEFAULT_BUCKETS, metadata={"doc": "the arms"})
     control: str = _f("control", "name of the control bucket")
     salt: str = _f("satbed", "salt of the user-to-bucket hash")
-    retrain_daily: bool = _f(False, "refit each policy daily on the pre-period plus its bucket's logs")
-    update_interval_s: float = _f(3600.0, "seconds between online update() calls (0 = never)")
+    learning: str = _f("frozen", "how every bucket's policy learns during the experiment: frozen (the "
+                       "pre-period fit only), update (update() with the bucket's new logs every "
+                       "update_interval_s, update_epochs passes) or refit (refit daily on the pre-period "
+                       "plus the bucket's logs)")
+    update_interval_s: float = _f(3600.0, "learning = update: seconds between update() calls")
+    update_epochs: int = _f(1, "learning = update: passes over the new logs per update() call")
+    policy_seed: int = _f(0, "seed of the policies' training randomness (initialisation, negatives, dropout): "
+                             "0 derives it from the world seed; another value redraws it on the same world")
     alpha: float = _f(0.05, "significance level of the lift analysis")
     correction: str = _f("holm", "multiple-comparison correction: holm or bh")
     torch_threads: int = _f(1, "torch threads (1 is fastest on a busy 2-core machine)")
@@ -74,6 +83,7 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         check_ab_settings(self)
         check_int_at_least("torch_threads", self.torch_threads, 1)
+        check_int_at_least("policy_seed", self.policy_seed, 0)
         names = [b.name for b in self.buckets]
         if len(names) < 2:
             raise ConfigError(f"buckets must name at least two arms, got {names}")
@@ -96,15 +106,42 @@ class ExperimentConfig:
                                            for b in self.buckets))
 
 
+LEARNING = ("frozen", "update", "refit")
+"""The A/B learning schedules (``ExperimentConfig.learning``), the same for every bucket."""
+
+
 def check_ab_settings(config) -> None:
     """Validate the A/B fields an experiment and the studies that run one share: ``pre_days``,
-    ``days``, ``update_interval_s``, ``correction`` and ``alpha``."""
+    ``days``, ``learning``, ``update_interval_s``, ``update_epochs``, ``correction`` and ``alpha``."""
     check_int_at_least("pre_days", config.pre_days, 1)
     check_int_at_least("days", config.days, 1)
+    check_choice("learning", config.learning, LEARNING)
     check_nonnegative("update_interval_s", config.update_interval_s)
+    if config.learning == "update" and not config.update_interval_s > 0:
+        raise ConfigError(f"learning='update' needs update_interval_s > 0, got {config.update_interval_s!r}")
+    check_int_at_least("update_epochs", config.update_epochs, 1)
     check_choice("correction", config.correction, ("holm", "bh"))
     if not 0 < config.alpha < 1:
         raise ConfigError(f"alpha={config.alpha!r} must be in (0, 1)")
+
+
+def describe_learning(config) -> str:
+    """The learning schedule of an A/B config in words, for reports (one home for the phrase)."""
+    if config.learning == "update":
+        return (f"learning `update`: every policy with an update() learns from its own bucket's new logs every "
+                f"{config.update_interval_s / 3600:g} h ({config.update_epochs} pass(es))")
+    if config.learning == "refit":
+        return "learning `refit`: every policy is refit daily on the pre-period plus its own bucket's logs"
+    return "learning `frozen`: every policy serves its pre-period fit"
+
+
+def policy_streams(streams: dict[str, np.random.SeedSequence], world_seed: int, policy_seed: int,
+                   n: int) -> list[np.random.SeedSequence]:
+    """One training stream per bucket: from the world seed's ``policy`` stream (``policy_seed`` 0,
+    as before policy seeds existed), or from ``(world_seed, policy_seed)``: another training draw
+    of the same policies on the same world."""
+    root = streams["policy"] if policy_seed == 0 else np.random.SeedSequence([world_seed, policy_seed])
+    return root.spawn(n)
 
 
 def assign_buckets(n_users: int, shares: list[float], salt: str) -> np.ndarray:
@@ -171,7 +208,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
     b_policy = {b.name: b.policy for b in config.buckets}
     assignment = assign_buckets(world.users.n_users, [b.share for b in config.buckets], config.salt)
     bucket_seeds = streams["buckets"].spawn(len(names) + 1)
-    policy_rngs = [np.random.default_rng(s) for s in streams["policy"].spawn(len(names))]
+    policy_rngs = [np.random.default_rng(s) for s in policy_streams(streams, world_cfg.seed, config.policy_seed,
+                                                                    len(names))]
 
     writer = LogWriter(out / "logs", ["pre"])
     production = make_policy("production", temperature=world_cfg.platform.temperature)
@@ -205,7 +243,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
             table = writer.take_new(bucket.index)
             if table is not None and table.num_rows:
                 t0 = time.perf_counter()
-                bucket.policy.update(_observable(table.to_pandas(), obs_items, obs_users))
+                bucket.policy.update(_observable(table.to_pandas(), obs_items, obs_users), epochs=config.update_epochs)
                 timings["update"] += time.perf_counter() - t0
 
     def on_day_end(day: int) -> None:
@@ -214,11 +252,11 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
             fit_all(day)
             writer.bucket_names = names
             platform.set_buckets(buckets, assignment)
-            if config.update_interval_s > 0:
+            if config.learning == "update":
                 for b in buckets:
                     if callable(getattr(b.policy, "update", None)):
                         platform.add_process(lambda env, b=b: online_updates(env, b))
-        elif config.retrain_daily and config.pre_days <= day < last_day:
+        elif config.learning == "refit" and config.pre_days <= day < last_day:
             fit_all(day)
         write_status(out, "running", days_done=day + 1, days_total=last_day + 1, kind="aa" if aa else "ab")
         bar.update(1)
@@ -253,20 +291,11 @@ def analyse(out: Path, config: ExperimentConfig, names: list[str], assignment: n
             users: pd.DataFrame, timings: dict[str, float]) -> ExperimentResult:
     """Per-bucket-per-day metrics, daily and overall lifts vs control, SRM; writes the CSVs."""
     days = list(range(config.pre_days, config.pre_days + config.days))
-    logs = read_impressions(out / "logs", days=days, columns=ANALYSIS_COLUMNS)
-    weights = submit_weights(logs, users)
-    bucket_of = logs["bucket"].astype(str).to_numpy()
-    members = {n: np.flatnonzero(assignment == i) for i, n in enumerate(names)}
-    overall, daily_rows, daily_lift_rows = {}, [], []
-    for n in names:
-        sel = bucket_of == n
-        overall[n] = user_sums(logs[sel], members[n], len(days), weights[sel])
-    day_col = logs["day"].to_numpy()
+    overall, by_day = _bucket_sums(out, config, names, assignment, users, daily=True)
+    daily_rows, daily_lift_rows = [], []
     for d in days:
-        sums = {}
+        sums = by_day[d]
         for n in names:
-            sel = (bucket_of == n) & (day_col == d)
-            sums[n] = user_sums(logs[sel], members[n], 1, weights[sel])
             daily_rows.append({"bucket": n, "day": d, **metric_values(sums[n])})
         table = lift_table(sums, config.control, alpha=config.alpha, correction=config.correction)
         table.insert(1, "day", d)
@@ -275,12 +304,44 @@ def analyse(out: Path, config: ExperimentConfig, names: list[str], assignment: n
     daily = pd.DataFrame(daily_rows)
     daily_lifts = pd.concat(daily_lift_rows, ignore_index=True)
     shares = {b.name: b.share for b in config.buckets}
-    srm_result = srm({n: len(members[n]) for n in names}, shares)
+    srm_result = srm({n: int((assignment == i).sum()) for i, n in enumerate(names)}, shares)
     overall_rows = pd.DataFrame([{"bucket": n, **metric_values(overall[n])} for n in names])
     for name, frame in (("metrics.csv", daily), ("lifts.csv", lifts), ("daily_lifts.csv", daily_lifts),
                         ("metrics_overall.csv", overall_rows)):
         atomic_write_text(out / name, frame.to_csv(index=False, float_format="%.10g"))
     return ExperimentResult(out, lifts, daily, daily_lifts, float(srm_result.p_value), timings)
+
+
+def _bucket_sums(out: Path, config: ExperimentConfig, names: list[str], assignment: np.ndarray,
+                 users: pd.DataFrame, *, daily: bool) -> tuple[dict, dict]:
+    """Per-user sums of every bucket over the experiment period (and, with ``daily``, per day)."""
+    days = list(range(config.pre_days, config.pre_days + config.days))
+    logs = read_impressions(out / "logs", days=days, columns=ANALYSIS_COLUMNS)
+    weights = submit_weights(logs, users)
+    bucket_of = logs["bucket"].astype(str).to_numpy()
+    members = {n: np.flatnonzero(assignment == i) for i, n in enumerate(names)}
+    overall = {n: user_sums(logs[bucket_of == n], members[n], len(days), weights[bucket_of == n]) for n in names}
+    by_day: dict[int, dict] = {}
+    if daily:
+        day_col = logs["day"].to_numpy()
+        for d in days:
+            by_day[d] = {n: user_sums(logs[(bucket_of == n) & (day_col == d)], members[n], 1,
+                                      weights[(bucket_of == n) & (day_col == d)]) for n in names}
+    return overall, by_day
+
+
+def lifts_against(run_dir: str | Path, config: ExperimentConfig, reference: str) -> pd.DataFrame:
+    """The overall lift table of every bucket of a finished run against the bucket ``reference``
+    (``lifts.csv`` holds it against the control): every treatment arm is randomised against
+    every other, so any two arms of one run make a valid A/B comparison."""
+    out = Path(run_dir)
+    names = [b.name for b in config.buckets]
+    if reference not in names:
+        raise ConfigError(f"reference={reference!r} is not a bucket; buckets: {', '.join(names)}")
+    users = pd.read_parquet(out / "users.parquet")
+    assignment = assign_buckets(len(users), [b.share for b in config.buckets], config.salt)
+    overall, _ = _bucket_sums(out, config, names, assignment, users, daily=False)
+    return lift_table(overall, reference, alpha=config.alpha, correction=config.correction)
 
 
 def default_out(prefix: str, seed: int) -> Path:

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from simulator.atomic import atomic_path, atomic_write_text  # noqa: E402
+from simulator.experiment import describe_learning  # noqa: E402
 from simulator.metrics import METRICS, METRICS_BY_NAME  # noqa: E402
 
 PLOT_METRICS = ("aut", "avt", "p2n", "skip_rate", "survey_like_rate", "survey_like_rate_debiased",
@@ -143,7 +144,7 @@ def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
     lines = [f"# {title} report", "",
              f"World seed {config.world.seed}; {config.world.users.n_users:,} users, "
              f"{config.world.catalog.n_items:,} items; pre-period {config.pre_days} days (production policy), "
-             f"experiment {config.days} days; daily retraining {'on' if config.retrain_daily else 'off'}.", "",
+             f"experiment {config.days} days; {describe_learning(config)}; policy seed {config.policy_seed}.", "",
              "| bucket | policy | share | users |", "|---|---|---|---|"]
     overall = pd.read_csv(out / "metrics_overall.csv").set_index("bucket")
     for b in config.buckets:

@@ -37,25 +37,28 @@ class CrashPolicy:
         return np.zeros(batch.candidates.shape)
 
 
-@register_policy("_test_spy", "test only: random scores, records what update() is given")
+@register_policy("_test_spy", "test only: random scores, records its fits' first draws and what update() is given")
 @dataclass
 class SpyPolicy:
     temperature: float | None = 1.0
     received: list = field(default_factory=list, init=False)
+    epochs: list = field(default_factory=list, init=False)
+    fits: list = field(default_factory=list, init=False)
 
     def fit(self, train, *, rng):
+        self.fits.append(float(rng.random()))
         return self
 
     def score(self, batch):
         return np.zeros(batch.candidates.shape)
 
-    def update(self, new):
+    def update(self, new, *, epochs=None):
         self.received.append(new.impressions[["request_id", "position", "ts"]].copy())
+        self.epochs.append(epochs)
 
 
-def test_online_updates_see_every_row_exactly_once_across_midnight(tmp_path, monkeypatch):
-    """update() gets each row of its bucket once, including the last hour of every day (flushed
-    at midnight before that hour's update ran)."""
+def _spied(monkeypatch) -> list:
+    """The spy policies that run_experiment builds, as it builds them."""
     spies = []
     from policies import make_policy as make
 
@@ -65,8 +68,67 @@ def test_online_updates_see_every_row_exactly_once_across_midnight(tmp_path, mon
             spies.append(policy)
         return policy
     monkeypatch.setattr("policies.make_policy", recording)   # run_experiment imports it when called
-    config = replace(small(seed=4, buckets=(BucketConfig("control", "production", 0.5),
-                                            BucketConfig("spy", "_test_spy", 0.5)), update_interval_s=3600.0), days=3)
+    return spies
+
+
+SPY_BUCKETS = (BucketConfig("control", "production", 0.5), BucketConfig("spy", "_test_spy", 0.5))
+
+
+@pytest.mark.parametrize("learning, updates, fits", [("frozen", (0, 0), 1), ("update", (1, 2 * 24), 1),
+                                                     ("refit", (0, 0), 2)])
+def test_one_learning_schedule_for_every_bucket(tmp_path, monkeypatch, learning, updates, fits):
+    """frozen: the pre-period fit only; update: update() every hour with the experiment's
+    update_epochs; refit: a refit at every midnight but the last."""
+    spies = _spied(monkeypatch)
+    config = small(seed=4, buckets=SPY_BUCKETS, learning=learning, update_epochs=3)
+    run_experiment(config, tmp_path / "run", progress=False, report=False)
+    (spy,) = spies
+    assert updates[0] <= len(spy.received) <= updates[1] and set(spy.epochs) <= {3}   # hours with traffic
+    assert len(spy.fits) == fits
+
+
+def test_policy_seed_redraws_training_randomness_only(tmp_path, monkeypatch):
+    """policy_seed 0 is the stream the world seed gave before policy seeds existed; another
+    seed gives the policies other draws on the same world (same users, same buckets)."""
+    from simulator.experiment import policy_streams
+    from simulator.simulate import seed_streams
+    draws = {}
+    for i, ps in enumerate((0, 0, 1, 2)):
+        spies = _spied(monkeypatch)
+        out = tmp_path / f"run{i}"
+        run_experiment(replace(small(seed=4, buckets=SPY_BUCKETS, policy_seed=ps), days=1), out, progress=False,
+                       report=False)
+        draws.setdefault(ps, []).append(spies[-1].fits[0])
+    assert draws[0][0] == draws[0][1]                                    # reproducible
+    assert len({draws[0][0], draws[1][0], draws[2][0]}) == 3              # varied
+    old = np.random.default_rng(seed_streams(4)["policy"].spawn(2)[1]).random()
+    assert draws[0][0] == old                                            # 0 = as before
+    assert np.random.default_rng(policy_streams(seed_streams(4), 4, 1, 2)[1]).random() == draws[1][0]
+    users = [pd.read_parquet(tmp_path / f"run{i}" / "users.parquet") for i in (0, 2)]
+    assert users[0].equals(users[1])                                      # the same world
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(learning="online"), "learning='online' must be one of"),
+    (dict(learning="update", update_interval_s=0.0), "learning='update' needs update_interval_s > 0"),
+    (dict(update_epochs=0), "update_epochs=0 must be"),
+    (dict(policy_seed=-1), "policy_seed=-1 must be"),
+])
+def test_bad_learning_settings(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        small(**kw)
+
+
+def test_an_old_retrain_daily_names_its_replacement():
+    with pytest.raises(ConfigError, match='retrain_daily: replaced by learning = "refit"'):
+        from_dict(ExperimentConfig, {"retrain_daily": True})
+
+
+def test_online_updates_see_every_row_exactly_once_across_midnight(tmp_path, monkeypatch):
+    """update() gets each row of its bucket once, including the last hour of every day (flushed
+    at midnight before that hour's update ran)."""
+    spies = _spied(monkeypatch)
+    config = replace(small(seed=4, buckets=SPY_BUCKETS, learning="update", update_interval_s=3600.0), days=3)
     run_experiment(config, tmp_path / "run", progress=False, report=False)
     (spy,) = spies
     got = pd.concat(spy.received, ignore_index=True)
