@@ -29,7 +29,7 @@ import pandas as pd
 
 from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least,
                               dump_toml, from_dict, to_dict, with_overrides)
-from simulator.experiment import ExperimentConfig, check_ab_settings
+from simulator.experiment import ExperimentConfig, check_ab_settings, describe_learning
 from simulator.metrics import METRICS_BY_NAME
 from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           run_ab_cell, run_facts)
@@ -37,10 +37,10 @@ from studies.head_to_head import pooled_lifts
 from studies.offline import METRICS as OFFLINE_METRICS
 from studies.offline import TARGETS, evaluate_policies
 from studies.reporting import COLORS, band_plot, forest_plot, interval, markdown_table, pct, random_effects, \
-    save_figure, z_value
+    save_figure, world_means, z_value
 from studies.sweep import Cell
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2                    # 2: one learning schedule for every bucket; policy seeds
 EXTRA_METRICS: dict[str, tuple[str, ...]] = {}
 """Offline metrics beyond :data:`studies.offline.METRICS`, by ``extra`` name (registered by the
 study module that computes them, e.g. ``"usm"``)."""
@@ -53,6 +53,8 @@ class ReplicationConfig:
     """Config of a paper replication (``studies/configs/<study>.toml``)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "world (its seed is replaced)"})
     seeds: tuple[int, ...] = _f((0, 1, 2), "world seeds: one offline and one online cell per seed")
+    policy_seeds: tuple[int, ...] = _f((0,), "online: policy training seeds (ExperimentConfig.policy_seed); every "
+                                             "world seed's A/B test runs with each")
     # offline
     offline: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "rows of the offline table"})
     log_days: int = _f(3, "offline: production-served days simulated; the last test_days are the test")
@@ -66,8 +68,10 @@ class ReplicationConfig:
     control: str = _f("production", "control bucket of the A/B test")
     pre_days: int = _f(2, "online: production-served days whose logs train the buckets")
     days: int = _f(3, "online: experiment days")
-    retrain_daily: bool = _f(False, "online: refit each bucket daily on the pre-period plus its own logs")
-    update_interval_s: float = _f(3600.0, "online: seconds between update() calls (0 = never)")
+    learning: str = _f("frozen", "online: how every bucket learns during the test: frozen, update or refit "
+                                 "(ExperimentConfig.learning)")
+    update_interval_s: float = _f(3600.0, "online: learning = update: seconds between update() calls")
+    update_epochs: int = _f(1, "online: learning = update: passes over the new logs per update() call")
     online_metrics: tuple[str, ...] = _f(("aut", "avt", "p2n"), "A/B metrics of the lift table")
     daily_metrics: tuple[str, ...] = _f(("aut", "avt", "p2n"), "metrics plotted day by day")
     alpha: float = _f(0.05, "significance level")
@@ -75,6 +79,7 @@ class ReplicationConfig:
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
+        check_seeds("policy_seeds", self.policy_seeds)
         check_int_at_least("test_days", self.test_days, 1)
         check_int_at_least("log_days", self.log_days, self.test_days + 1)
         check_int_at_least("n_negatives", self.n_negatives, 1)
@@ -107,12 +112,14 @@ class ReplicationConfig:
         """The world the offline logs come from: ``log_days`` days, the given seed."""
         return with_overrides(self.world, {"platform.days": self.log_days, "seed": seed})
 
-    def experiment(self, seed: int = 0) -> ExperimentConfig:
-        """The A/B test of one seed."""
+    def experiment(self, seed: int = 0, policy_seed: int = 0) -> ExperimentConfig:
+        """The A/B test of one world seed and policy seed."""
         world = self.world
         return ExperimentConfig(world=replace(world, seed=seed), pre_days=self.pre_days, days=self.days,
+                                policy_seed=policy_seed,
                                 buckets=policy_buckets(self.online, world), control=self.control,
-                                retrain_daily=self.retrain_daily, update_interval_s=self.update_interval_s,
+                                learning=self.learning, update_interval_s=self.update_interval_s,
+                                update_epochs=self.update_epochs,
                                 alpha=self.alpha, correction=self.correction)
 
 
@@ -148,7 +155,7 @@ def run_offline(params: dict, seed: int) -> list[dict]:
 def run_online(params: dict, seed: int) -> list[dict]:
     """One A/B test: overall lifts, daily lifts and daily bucket means, and a row of run facts."""
     result = run_ab_cell(params, seed, "repl")
-    rows = [{"kind": "lift", **r} for r in lift_rows(result)]
+    rows = [{"kind": "lift", **r} for r in lift_rows(result.lifts)]
     metrics = set(params["daily_metrics"])
     for r in result.daily_lifts.to_dict("records"):
         if r["metric"] in metrics:
@@ -172,9 +179,10 @@ def cells(config: ReplicationConfig, name: str) -> list[Cell]:
         out += [Cell("studies._replication:run_offline", params, s, labels={"part": "offline"},
                      version=CACHE_VERSION) for s in config.seeds]
     if config.online:
-        params = {"experiment": to_dict(config.experiment(0)), "daily_metrics": list(config.daily_metrics)}
-        out += [Cell("studies._replication:run_online", params, s, labels={"part": "online"},
-                     version=CACHE_VERSION) for s in config.seeds]
+        out += [Cell("studies._replication:run_online",
+                     {"experiment": to_dict(config.experiment(0, ps)), "daily_metrics": list(config.daily_metrics)},
+                     s, labels={"part": "online", "policy_seed": ps}, version=CACHE_VERSION)
+                for s in config.seeds for ps in config.policy_seeds]
     return out
 
 
@@ -271,8 +279,8 @@ def daily_plot(table: pd.DataFrame, config: ReplicationConfig, out: Path, labels
             g = dl[(dl["bucket"] == b) & (dl["metric"] == m)]
             days, mean, low, high = [], [], [], []
             for d, gd in g.groupby("day"):
-                se = (gd["lift_ci_high"] - gd["lift_ci_low"]) / (2 * z)
-                v, s, _, _ = random_effects(gd["lift"].to_numpy(float), se.to_numpy(float))
+                se = ((gd["lift_ci_high"] - gd["lift_ci_low"]) / (2 * z)).to_numpy(float)
+                v, s, _, _ = random_effects(*world_means(gd["lift"].to_numpy(float), se, gd["seed"].to_numpy())[1:])
                 days.append(d + 1)
                 mean.append(100 * v)
                 low.append(100 * (v - z * s))
@@ -305,9 +313,8 @@ def describe(config: ReplicationConfig) -> str:
                      "sampled items; clicks vs skips; one fit per seed).")
     if config.online:
         parts.append(f"Online: {config.pre_days} production-served day(s) train the buckets, then a "
-                     f"{config.days}-day A/B test of {len(config.online)} equal buckets vs `{config.control}`"
-                     f"{', online update() every ' + format(config.update_interval_s / 3600, 'g') + ' h' if config.update_interval_s else ''}"
-                     f"{', daily retraining' if config.retrain_daily else ''}.")
+                     f"{config.days}-day A/B test of {len(config.online)} equal buckets vs `{config.control}`; "
+                     f"{describe_learning(config)}.")
     return " ".join(parts)
 
 

@@ -317,12 +317,13 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def lift_rows(result: Any) -> list[dict]:
-    """The lift table of an :class:`~simulator.experiment.ExperimentResult` as plain rows."""
+def lift_rows(lifts: pd.DataFrame) -> list[dict]:
+    """A lift table (an :class:`~simulator.experiment.ExperimentResult`'s ``lifts``, or
+    :func:`simulator.experiment.lifts_against`) as plain rows."""
     keep = ("bucket", "metric", "control", "treatment", "difference", "diff_ci_low", "diff_ci_high", "lift",
             "lift_ci_low", "lift_ci_high", "p_value", "p_adjusted")
     rows = []
-    for r in result.lifts.to_dict("records"):
+    for r in lifts.to_dict("records"):
         row = {k: r.get(k, float("nan")) for k in keep}
         row["significant"] = bool(r.get("significant", False))
         rows.append({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)

@@ -32,15 +32,16 @@ import pandas as pd
 
 from estimators import adjust_pvalues
 from simulator.config import ConfigError, SimConfig, _f, dump_toml, to_dict
-from simulator.experiment import ExperimentConfig, check_ab_settings
+from simulator.experiment import ExperimentConfig, check_ab_settings, describe_learning
 from simulator.metrics import METRICS_BY_NAME
 from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           register_study, run_ab_cell, run_facts, study_main)
-from studies.reporting import forest_plot, interval, markdown_table, normal_p, pct, random_effects, z_value
+from studies.reporting import (forest_plot, interval, markdown_table, normal_p, pct, random_effects,
+                               spread_sources, world_means, z_value)
 from studies.sweep import Cell
 
 NAME = "head_to_head"
-CACHE_VERSION = 1
+CACHE_VERSION = 2                    # 2: one learning schedule for every bucket; policy seeds
 VERDICT_METRICS = ("aut", "avt", "p2n")       # SAQRec Table 4's online metrics
 
 
@@ -48,13 +49,17 @@ VERDICT_METRICS = ("aut", "avt", "p2n")       # SAQRec Table 4's online metrics
 class HeadToHeadConfig:
     """Config of `head_to_head` (studies/configs/head_to_head.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "world (its seed is replaced)"})
-    seeds: tuple[int, ...] = _f((0, 1, 2), "world seeds: one A/B test per seed")
+    seeds: tuple[int, ...] = _f((0, 1, 2), "world seeds: one A/B test per seed and policy seed")
+    policy_seeds: tuple[int, ...] = _f((0,), "policy training seeds (ExperimentConfig.policy_seed): every world "
+                                             "seed runs with each")
     pre_days: int = _f(2, "production-served days whose logs train the policies")
     days: int = _f(3, "experiment days")
     policies: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "the arms, control included"})
     control: str = _f("production", "name of the control policy (the production bucket)")
-    retrain_daily: bool = _f(False, "refit each policy daily on the pre-period plus its bucket's logs")
-    update_interval_s: float = _f(3600.0, "seconds between online update() calls (0 = never)")
+    learning: str = _f("frozen", "how every bucket learns during the test: frozen, update or refit "
+                                 "(ExperimentConfig.learning)")
+    update_interval_s: float = _f(3600.0, "learning = update: seconds between update() calls")
+    update_epochs: int = _f(1, "learning = update: passes over the new logs per update() call")
     metrics: tuple[str, ...] = _f(("aut", "avt", "p2n", "skip_rate", "like_rate", "dislike_rate",
                                    "survey_like_rate_debiased", "survey_issue_rate_debiased", "oracle_satisfaction"),
                                   "metrics of the table, the correction family and the forest plot")
@@ -63,6 +68,7 @@ class HeadToHeadConfig:
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
+        check_seeds("policy_seeds", self.policy_seeds)
         check_ab_settings(self)
         check_policies(self.policies, self.control)
         for m in self.metrics:
@@ -71,31 +77,38 @@ class HeadToHeadConfig:
         if not self.metrics:
             raise ConfigError("metrics=() must name at least one metric")
 
-    def experiment(self, seed: int = 0) -> ExperimentConfig:
-        """The A/B test of one seed."""
+    def experiment(self, seed: int = 0, policy_seed: int = 0) -> ExperimentConfig:
+        """The A/B test of one world seed and policy seed."""
         return ExperimentConfig(world=replace(self.world, seed=seed), pre_days=self.pre_days, days=self.days,
+                                policy_seed=policy_seed,
                                 buckets=policy_buckets(self.policies, self.world), control=self.control,
-                                retrain_daily=self.retrain_daily, update_interval_s=self.update_interval_s,
+                                learning=self.learning, update_interval_s=self.update_interval_s,
+                                update_epochs=self.update_epochs,
                                 alpha=self.alpha, correction=self.correction)
 
 
 def run_cell(params: dict, seed: int) -> list[dict]:
     """One multi-bucket A/B test: its lift table, plus a row of run facts (SRM, timings)."""
     result = run_ab_cell(params, seed, "h2h")
-    return [{"kind": "lift", **r} for r in lift_rows(result)] + [run_facts(result)]
+    return [{"kind": "lift", **r} for r in lift_rows(result.lifts)] + [run_facts(result)]
 
 
 def cells(config: HeadToHeadConfig) -> list[Cell]:
-    params = {"experiment": to_dict(config.experiment(0))}
-    return [Cell(f"studies.{NAME}:run_cell", params, s, version=CACHE_VERSION) for s in config.seeds]
+    return [Cell(f"studies.{NAME}:run_cell", {"experiment": to_dict(config.experiment(0, ps))}, s,
+                 labels={"policy_seed": ps}, version=CACHE_VERSION)
+            for s in config.seeds for ps in config.policy_seeds]
 
 
 def pooled_lifts(lifts: pd.DataFrame, *, alpha: float, metrics: tuple[str, ...], correction: str,
                  policy_of: dict[str, str]) -> pd.DataFrame:
-    """Random-effects pooled relative lift per (bucket, metric) over seeds, corrected p-values.
+    """Random-effects pooled relative lift per (bucket, metric) over worlds (the runs of one
+    world, its policy seeds, are averaged first: :func:`studies.reporting.world_means`),
+    corrected p-values, and where the lift's spread comes from
+    (:func:`studies.reporting.spread_sources`). ``seeds`` counts worlds, ``runs`` runs.
 
     Args:
-        lifts: the cells' ``kind == "lift"`` rows (bucket, metric, seed, lift, lift_ci_low/high, ...).
+        lifts: the cells' ``kind == "lift"`` rows (bucket, metric, seed, policy_seed, lift,
+            lift_ci_low/high, ...).
     """
     z = z_value(alpha)
     rows = []
@@ -103,21 +116,26 @@ def pooled_lifts(lifts: pd.DataFrame, *, alpha: float, metrics: tuple[str, ...],
     for bucket in buckets:
         for metric in metrics:
             g = lifts[(lifts["bucket"] == bucket) & (lifts["metric"] == metric)]
-            se = (g["lift_ci_high"] - g["lift_ci_low"]) / (2 * z)
-            value, stderr, tau2, k = random_effects(g["lift"].to_numpy(float), se.to_numpy(float))
+            world = g["seed"].to_numpy()
+            se = ((g["lift_ci_high"] - g["lift_ci_low"]) / (2 * z)).to_numpy(float)
+            # the runs of one world (its policy seeds) share its users: one estimate per world first
+            _, y_w, se_w = world_means(g["lift"].to_numpy(float), se, world)
+            value, stderr, tau2, k = random_effects(y_w, se_w)
             # the test is on the difference (valid under "no effect", as in the run's own report); the
             # lift's delta-method interval is narrower than the difference's when the lift is far from 0
-            d_se = (g["diff_ci_high"] - g["diff_ci_low"]) / (2 * z)
-            diff, diff_se, _, _ = random_effects(g["difference"].to_numpy(float), d_se.to_numpy(float))
+            d_se = ((g["diff_ci_high"] - g["diff_ci_low"]) / (2 * z)).to_numpy(float)
+            diff, diff_se, _, _ = random_effects(*world_means(g["difference"].to_numpy(float), d_se, world)[1:])
             finite = g[np.isfinite(g["lift"].astype(float))]
             rows.append({"policy": bucket, "registered": policy_of.get(bucket, ""), "metric": metric,
                          "oracle_metric": METRICS_BY_NAME[metric].oracle, "oracle_policy": is_oracle(policy_of.get(bucket, "")),
-                         "seeds": k, "lift": value, "lift_low": value - z * stderr, "lift_high": value + z * stderr,
+                         "seeds": k, "runs": int(np.isfinite(g["lift"].astype(float)).sum()), "lift": value,
+                         "lift_low": value - z * stderr, "lift_high": value + z * stderr,
                          "stderr": stderr, "tau2": tau2, "difference": diff, "difference_stderr": diff_se,
                          "p_value": normal_p(diff, diff_se),
                          "positive_seeds": int((finite["lift"] > 0).sum()),
                          "significant_seeds": int(finite["significant"].astype(bool).sum()),
-                         "control_mean": float(g["control"].mean()), "treatment_mean": float(g["treatment"].mean())})
+                         "control_mean": float(g["control"].mean()), "treatment_mean": float(g["treatment"].mean()),
+                         **spread_sources(g["lift"].to_numpy(float), se, world)})
     table = pd.DataFrame(rows)
     table["p_adjusted"] = np.nan
     family = (~table["oracle_metric"]) & table["p_value"].notna()
@@ -165,19 +183,20 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
         metric=[METRICS_BY_NAME[m].label + (" (oracle)" if METRICS_BY_NAME[m].oracle else "") for m in pooled["metric"]],
         lift_=[pct(v) + ("*" if s else "") for v, s in zip(pooled["lift"], pooled["significant"])],
         ci=[interval(lo, hi, pct) for lo, hi in zip(pooled["lift_low"], pooled["lift_high"])],
-        seeds_up=[f"{a}/{n}" for a, n in zip(pooled["positive_seeds"], pooled["seeds"])])
+        seeds_up=[f"{a}/{n}" for a, n in zip(pooled["positive_seeds"], pooled["runs"])])
     shown = shown[["policy", "metric", "lift_", "ci", "p_value", "p_adjusted", "seeds_up", "significant_seeds"]]
     shown = shown.rename(columns={"lift_": "lift", "ci": f"{1 - config.alpha:.0%} CI",
-                                  "p_adjusted": f"p ({config.correction})", "seeds_up": "seeds with lift > 0",
-                                  "significant_seeds": "seeds significant (own run)"})
+                                  "p_adjusted": f"p ({config.correction})", "seeds_up": "runs with lift > 0",
+                                  "significant_seeds": "runs significant (own run)"})
     fmt_p = {"p_value": lambda v: "" if not np.isfinite(v) else f"{v:.3g}",
              f"p ({config.correction})": lambda v: "" if not np.isfinite(v) else f"{v:.3g}"}
     srm = runs["srm_p"].to_numpy(float)
     train = runs["train_s"].to_numpy(float) if "train_s" in runs else np.array([np.nan])
-    lines = [f"{len(config.seeds)} A/B test(s) (seeds {list(config.seeds)}), each on a fresh world of "
+    lines = [f"{len(config.seeds) * len(config.policy_seeds)} A/B test(s) (world seeds {list(config.seeds)} x "
+             f"policy seeds {list(config.policy_seeds)}), each on a fresh world of "
              f"{config.world.users.n_users:,} users and {config.world.catalog.n_items:,} items: {config.pre_days} "
              f"production-served day(s) train the policies, then {config.days} day(s) with {len(config.policies)} "
-             f"equal buckets; control `{config.control}`; daily retraining {'on' if config.retrain_daily else 'off'}.",
+             f"equal buckets; control `{config.control}`; {describe_learning(config)}.",
              "", "| bucket | policy | params |", "|---|---|---|"]
     lines += [f"| {p.name}{oracle_tag.get(p.name, '')} | `{p.policy}` | {p.params or ''} |" for p in config.policies]
     lines += ["", f"## Lifts vs `{config.control}` (random-effects pooled over seeds)", "",
@@ -186,6 +205,12 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
               f"{int((~pooled['oracle_metric']).sum())} non-oracle tests of this table. Oracle rows read the "
               "ground truth: upper bounds, not deployable policies.", "",
               "![forest plot](forest.png)", "",
+              "Where each lift's spread comes from (standard deviations of the relative lift; "
+              "`studies.reporting.spread_sources`): users (the runs' own sampling error), policy training "
+              "seeds on the same world, and worlds:", "",
+              markdown_table(pooled[["policy", "metric", "sd_users", "sd_policy_seed", "sd_world_seed"]],
+                             {c: (lambda v: "" if not np.isfinite(v) else pct(v, sign=False)) for c in
+                              ("sd_users", "sd_policy_seed", "sd_world_seed")}), "",
               f"Sample-ratio-mismatch p-values per seed: {', '.join(f'{p:.3g}' for p in srm)}; training seconds per "
               f"seed: {', '.join(f'{t:.0f}' for t in train)}. One seed's full report: "
               f"`satbed ab --config {out / 'experiment.toml'} --seed {config.seeds[0]}`."]

@@ -133,7 +133,7 @@ def run_cell(params: dict, seed: int) -> list[dict]:
         result = run_experiment(config, run, progress=False, report=False)
         rows = offline_rows(run, config, policies, test_days=params["test_days"], n_negatives=params["n_negatives"],
                             seed=seed)
-    for r in lift_rows(result):
+    for r in lift_rows(result.lifts):
         rows.append({"kind": "online", "policy": r["bucket"], "metric": r["metric"], "value": r["lift"],
                      "low": r["lift_ci_low"], "high": r["lift_ci_high"], "p_value": r["p_value"]})
     return rows

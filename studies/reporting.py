@@ -62,6 +62,63 @@ def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def world_means(estimates: Sequence[float], stderrs: Sequence[float],
+                world_seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One estimate per world from runs that share it (several policy seeds on one world).
+
+    Runs on the same world share its users, their bucket assignment and the pre-period logs, so
+    their sampling errors are largely *common*: averaging k of them does not divide the users'
+    part of the error by k. Each world's mean therefore gets the variance ``mean(se^2) +
+    s^2 / k`` (the runs' own sampling variance, not shrunk, plus the spread between its runs
+    over k, which carries the training seeds' part). Treating the runs as independent
+    replications instead made a nominal 5% pooled test reject 14.8% of the time in a simulation
+    of 3 worlds x 2 policy seeds with shared user error (3.9% with this).
+
+    Returns:
+        ``(worlds, estimates, stderrs)``: (W,) world seeds and each world's mean and its standard
+        error; runs with a non-finite estimate or stderr are left out.
+    """
+    y, se, w = np.asarray(estimates, float), np.asarray(stderrs, float), np.asarray(world_seeds)
+    ok = np.isfinite(y) & np.isfinite(se)
+    y, se, w = y[ok], se[ok], w[ok]
+    worlds = np.unique(w)
+    means, errs = np.empty(len(worlds)), np.empty(len(worlds))
+    for j, world in enumerate(worlds):
+        yw, sw = y[w == world], se[w == world]
+        spread = float(np.var(yw, ddof=1)) / len(yw) if len(yw) >= 2 else 0.0
+        means[j], errs[j] = yw.mean(), np.sqrt(np.mean(sw ** 2) + spread)
+    return worlds, means, errs
+
+
+def spread_sources(estimates: Sequence[float], stderrs: Sequence[float],
+                   world_seeds: Sequence[int]) -> dict[str, float]:
+    """Where the spread of per-run estimates (one per world seed x policy seed) comes from, as
+    standard deviations (method of moments):
+
+    - ``sd_users``: a run's own sampling error (root mean of the runs' squared standard errors):
+      which users came and what they did;
+    - ``sd_policy_seed``: the spread between policy training seeds *on the same world* (root mean
+      of the within-world variances). Runs on one world share their users, so this is the
+      training seeds' part plus the part of the users' noise that differs between the runs (the
+      served pages differ); NaN when no world ran with two or more policy seeds;
+    - ``sd_world_seed``: the spread between worlds beyond what each world's mean carries of its
+      own error (:func:`world_means`), floored at 0; NaN with fewer than two worlds. With one
+      policy seed per world it includes the training seeds' part, which cannot be told apart.
+    """
+    y, se, w = np.asarray(estimates, float), np.asarray(stderrs, float), np.asarray(world_seeds)
+    ok = np.isfinite(y) & np.isfinite(se)
+    y, se, w = y[ok], se[ok], w[ok]
+    nan = float("nan")
+    if len(y) == 0:
+        return {"sd_users": nan, "sd_policy_seed": nan, "sd_world_seed": nan}
+    within = [np.var(y[w == world], ddof=1) for world in np.unique(w) if (w == world).sum() >= 2]
+    _, means, errs = world_means(y, se, w)
+    world = max(0.0, float(np.var(means, ddof=1)) - float(np.mean(errs ** 2))) if len(means) >= 2 else nan
+    return {"sd_users": float(np.sqrt(np.mean(se ** 2))),
+            "sd_policy_seed": float(np.sqrt(np.mean(within))) if within else nan,
+            "sd_world_seed": float(np.sqrt(world)) if len(means) >= 2 else nan}
+
+
 def random_effects(estimates: Sequence[float], stderrs: Sequence[float]) -> tuple[float, float, float, int]:
     """DerSimonian-Laird random-effects pooling of independent estimates.
 

@@ -183,3 +183,33 @@ def test_easq_online_lifts_are_against_the_offline_only_model(fast_run):
     sat = daily[daily["metric"] == "oracle_satisfaction"].set_index("bucket")["value"]
     lift = pooled.set_index("metric").loc["oracle_satisfaction", "lift"]
     assert lift == pytest.approx(sat["easq"] / sat["easq_offline"] - 1, rel=1e-6)
+
+
+def test_positive_control_pools_each_pair_over_runs(fast_run):
+    from studies.reporting import z_value
+    out = fast_run("positive_control")
+    pooled = pd.read_csv(out / "table.csv").set_index(["pair", "metric"])
+    runs = pd.read_csv(out / "lifts_by_run.csv")
+    assert set(runs["policy_seed"]) == {0, 1} and set(runs["seed"]) == {0}        # 1 world x 2 policy seeds
+    assert set(pooled.index.get_level_values("pair")) == {"saqrec vs sasrec", "usm vs usm_click",
+                                                           "easq vs easq_click"}
+    z = z_value(0.05)
+    for (pair, metric), r in pooled.iterrows():
+        g = runs[(runs["bucket"] == pair) & (runs["metric"] == metric)]
+        assert len(g) == 2 and r["runs"] == 2 and r["seeds"] == 1
+        # one world: its two runs share the users, so the pooled lift is their mean and its error
+        # keeps the runs' own sampling variance (not halved) plus their spread over 2
+        se = ((g["lift_ci_high"] - g["lift_ci_low"]) / (2 * z)).to_numpy(float)
+        assert r["lift"] == pytest.approx(g["lift"].mean(), rel=1e-9)
+        assert r["stderr"] == pytest.approx(np.sqrt(np.mean(se ** 2) + g["lift"].var(ddof=1) / 2), rel=1e-9)
+        assert r["sd_policy_seed"] == pytest.approx(g["lift"].std(ddof=1), rel=1e-9)
+        assert np.isnan(r["sd_world_seed"])                                       # one world seed
+    # the verdict's family is the oracle satisfaction of the three pairs, Holm-corrected
+    target = pooled.xs("oracle_satisfaction", level="metric")
+    from estimators import adjust_pvalues
+    assert np.allclose(target["p_adjusted"], adjust_pvalues(target["p_value"].to_numpy(), "holm"))
+    assert pooled.drop(index="oracle_satisfaction", level="metric")["p_adjusted"].isna().all()
+    # the world is survey-rich: about 10x the default world's answered share
+    facts = pd.read_csv(out / "cells.csv")
+    answered = facts.loc[facts["kind"] == "run", "answered_per_effective_view"]
+    assert (answered > 0.05).all()
