@@ -33,7 +33,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type = SimConfig) -
     """One ``--section.field VALUE`` option per config field, documented from the field's metadata."""
     groups: dict[str, Any] = {}
     for dotted, f, tp in iter_fields(cls):
-        if dotted.endswith("seed") or tp not in (int, float, str, bool):
+        if dotted.endswith(".seed") or dotted == "seed" or tp not in (int, float, str, bool):
             continue          # the seed has --seed; tables (buckets, params) are set in the TOML file
         section = dotted.split(".")[0]
         group = groups.get(section) or parser.add_argument_group(

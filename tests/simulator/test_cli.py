@@ -69,3 +69,13 @@ def test_help_documents_every_field(capsys):
     for name, _, _ in iter_fields(SimConfig):
         if name != "seed":
             assert f"--{name}" in text
+
+
+def test_ab_exposes_the_learning_schedule_and_the_policy_seed(tmp_path):
+    """--learning, --update_epochs and --policy_seed reach the experiment config."""
+    from simulator.cli import build_parser, config_from_args
+    from simulator.experiment import ExperimentConfig
+    args = build_parser().parse_args(["ab", "--learning", "update", "--update_epochs", "2", "--policy_seed", "3",
+                                      "--seed", "5"])
+    config = config_from_args(args, ExperimentConfig)
+    assert (config.learning, config.update_epochs, config.policy_seed, config.world.seed) == ("update", 2, 3, 5)
