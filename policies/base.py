@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
+import pandas as pd
 
 from simulator.schema import LogData, RankBatch
 
@@ -70,11 +71,13 @@ def resolve_update_epochs(epochs: object, default: int) -> int:
     return int(value)
 
 
-def check_new_columns(new: Any, seen: Any) -> None:
-    """``update()``'s new impressions must have every column of the logs the policy has seen."""
-    missing = [c for c in seen if c not in new.columns]
+def append_logs(seen: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The impressions an ``update()`` has seen so far with ``new``'s appended (``seen``'s
+    columns, a fresh index); an error names the columns ``new`` lacks."""
+    missing = [c for c in seen.columns if c not in new.columns]
     if missing:
         raise ValueError(f"new logs lack column(s) {', '.join(map(repr, missing))} that the training logs had")
+    return pd.concat([seen, new[seen.columns]], ignore_index=True)
 
 
 def available_policies() -> dict[str, str]:

@@ -128,7 +128,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import (NotFittedError, check_fitted, check_ids, check_new_columns, register_policy,
+from policies.base import (NotFittedError, append_logs, check_fitted, check_ids, register_policy,
                            resolve_update_epochs)
 from policies.data import (DISSATISFIED_ANSWERS, REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable,
                            holdout_last, item_side, n_items_of, next_item_windows, pad, page_order, page_starts,
@@ -676,7 +676,7 @@ class SAQRec:
             has), so that dense answers can teach it an item's satisfaction, which the frozen
             click embeddings need not carry. Off by default (the paper's g reads the frozen
             embeddings only); on the dense-answer world of the tests it raised g's held-out AUC
-            for ``true_satisfied`` from 0.565 to 0.587 (seed 0).
+            for the simulator's realised satisfaction from 0.565 to 0.587 (seed 0).
         update_epochs: passes of :meth:`update` when the caller gives none (0: ``update`` does
             nothing; the A/B runner's ``learning = "update"`` passes its own).
         aux_epochs, aux_lr: stages 1 and 2 (patience 3, validation on a random ``aux_valid_share``
@@ -812,7 +812,7 @@ class SAQRec:
         net.click_only = True
         examples = self._examples_fn(windows, data, n_items, exclude, teacher=None)
         self.results_["pretrain"] = train_model(
-            net, examples, self._loss_fn(mtl=False), self._evaluate_fn(val, None),
+            net, examples, self._loss_fn(mtl=False), self._evaluate_fn(val),
             self._config(self.pretrain_epochs, self.patience, self.batch_size, self.lr, "saqrec:clicks"), rng)
         net.click_only = False
         self.seconds_["pretrain"] = time.perf_counter() - t
@@ -894,8 +894,7 @@ class SAQRec:
         if epochs == 0 or len(new.impressions) == 0:
             return
         check_observable(new, required=SAQREC_COLUMNS, where="new")
-        check_new_columns(new.impressions, self.train_.columns)
-        frame = pd.concat([self.train_, new.impressions[self.train_.columns]], ignore_index=True)
+        frame = append_logs(self.train_, new.impressions)
         data = _prepare(LogData(frame, new.items, new.users))
         touched = np.unique(new.impressions["user_id"].to_numpy(np.int64))
         clicks = data.clicks.select(np.isin(data.clicks.event_users, touched))
@@ -926,7 +925,6 @@ class SAQRec:
 
     def _serve(self, batch: RankBatch, table: torch.Tensor) -> np.ndarray:
         """(B, C) ``[u_f, 1] . table[candidate]`` with the users' live histories."""
-        check_fitted(self)
         cands = np.asarray(batch.candidates)
         users = np.asarray(batch.user_ids, dtype=np.int64)
         check_ids(cands, self.n_items_)
@@ -1127,25 +1125,25 @@ class SAQRec:
             return None
         return {**val, "scores": teacher(val["users"], val["clicks"])}
 
-    def _evaluate_fn(self, val: dict | None, sat_weight: float | None):
-        """NDCG@10 of the held-out clicks with the serving path (newest position only): stage 0's
-        early-stopping metric (the click model), ranking by the click head alone unless
-        ``sat_weight`` is given."""
+    @staticmethod
+    def _held_out_states(net: SAQRecNet, t: dict[str, torch.Tensor]):
+        """Yield ``(rows, u_f)`` over the held-out targets in chunks: the serving path's user state
+        (newest position only), (b, d)."""
+        for s in range(0, len(t["users"]), 1024):
+            sl = slice(s, s + 1024)
+            yield sl, net(t["clicks"][sl], t["users"][sl], t["sat"][sl], None, t["dis"][sl], None,
+                          t["scores"][sl] if "scores" in t else None, last_only=True)
+
+    def _evaluate_fn(self, val: dict | None):
+        """NDCG@10 of the held-out clicks ranked by the click head with the serving path: stage 0's
+        early-stopping metric (the click model)."""
         if val is None:
             return None
         t = {k: torch.from_numpy(v) for k, v in val.items()}
 
         def evaluate(net: SAQRecNet) -> float:
-            out = []
-            for s in range(0, len(t["users"]), 1024):
-                sl = slice(s, s + 1024)
-                u = net(t["clicks"][sl], t["users"][sl], t["sat"][sl], None, t["dis"][sl], None,
-                        t["scores"][sl] if "scores" in t else None, last_only=True)     # (b, d)
-                score = net.click_logits(u, t["cands"][sl])                              # (b, 1 + K)
-                if sat_weight:
-                    score = score + sat_weight * net.sat_logits(u, t["cands"][sl])
-                out.append(score)
-            return sampled_metrics(torch.cat(out), k=10)[1]
+            scores = [net.click_logits(u, t["cands"][sl]) for sl, u in self._held_out_states(net, t)]  # (b, 1 + K)
+            return sampled_metrics(torch.cat(scores), k=10)[1]
         return evaluate
 
     def _objective_fn(self, val: dict | None, teacher):
@@ -1169,10 +1167,7 @@ class SAQRec:
 
         def evaluate(net: SAQRecNet) -> float:
             total = 0.0
-            for s in range(0, len(t["users"]), 1024):
-                sl = slice(s, s + 1024)
-                u = net(t["clicks"][sl], t["users"][sl], t["sat"][sl], None, t["dis"][sl], None,
-                        t["scores"][sl] if "scores" in t else None, last_only=True)     # (b, d)
+            for sl, u in self._held_out_states(net, t):
                 lc = F.binary_cross_entropy_with_logits(net.click_logits(u, t["cands"][sl]), labels[sl])
                 total += float(lc) * len(u)
                 if use_sat:
@@ -1192,7 +1187,7 @@ class SAQRec:
         if val is not None:
             self.net_.eval()
             with torch.no_grad():
-                self.diagnostics_["main_ndcg10"] = self._evaluate_fn(val, None)(self.net_)
+                self.diagnostics_["main_ndcg10"] = self._evaluate_fn(val)(self.net_)
         if main.best_epoch == 0 and main.history:
             warnings.warn(f"SAQRec: no epoch of the main model (stage 3) beat the stage-0 click model on the "
                           f"held-out objective in {len(main.history)} epoch(s); it serves the click model with an "

@@ -105,9 +105,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.special import logit
 from torch import nn
 
-from policies.base import check_fitted, check_ids, check_new_columns, register_policy, resolve_update_epochs
+from policies.base import append_logs, check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import ORDER_COLUMNS, check_observable, chronological_order
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
 from simulator.schema import ISSUE_TYPES, SURVEY_TYPES, LogData, RankBatch
@@ -896,9 +897,8 @@ class USM:
         if epochs == 0 or len(new.impressions) == 0:
             return
         check_observable(new, required=REQUIRED, where="new")
-        check_new_columns(new.impressions, self.train_.columns)
         start = len(self.train_)
-        frame = pd.concat([self.train_, new.impressions[self.train_.columns]], ignore_index=True)
+        frame = append_logs(self.train_, new.impressions)
         self.train_ = frame
         fresh = np.arange(start, len(frame))
         x = logged_inputs(frame, self.catalogue_, self.history_length).take(fresh)          # (m, D)
@@ -940,7 +940,7 @@ class USM:
         need = tuple(h for h, w in self.weights_.items() if w != 0.0)
         heads = self.predict_heads(batch.user_ids, batch.candidates, batch.features, heads=need)
         if self.combine == "logit":
-            heads = {h: np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1)) for h, p in heads.items()}
+            heads = {h: logit(np.clip(p, 1e-6, 1 - 1e-6)) for h, p in heads.items()}
         return {h: self.weights_[h] * heads[h] for h in need}
 
     def term_spread(self, batch: RankBatch) -> dict[str, float]:

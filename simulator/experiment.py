@@ -7,14 +7,16 @@ hash) is served by its own policy through the batched ranking service. One learn
 policy with an ``update`` method gets its own bucket's new logs every ``update_interval_s`` and
 takes ``update_epochs`` passes over them) or ``refit`` (every policy is refit daily on the
 pre-period plus its own bucket's logs), so that a comparison never mixes a policy's use of
-questionnaires with an online learning that its control does not get. The run directory holds the resolved config,
-the logs, per-bucket-per-day metrics, the lift analysis, ``report.md`` and plots.
+questionnaires with an online learning that its control does not get. The run directory holds
+the resolved config, the logs, per-bucket-per-day metrics, the lift analysis, ``report.md`` and
+plots.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -320,28 +322,31 @@ def _bucket_sums(out: Path, config: ExperimentConfig, names: list[str], assignme
     weights = submit_weights(logs, users)
     bucket_of = logs["bucket"].astype(str).to_numpy()
     members = {n: np.flatnonzero(assignment == i) for i, n in enumerate(names)}
-    overall = {n: user_sums(logs[bucket_of == n], members[n], len(days), weights[bucket_of == n]) for n in names}
+    rows = {n: bucket_of == n for n in names}
+    overall = {n: user_sums(logs[rows[n]], members[n], len(days), weights[rows[n]]) for n in names}
     by_day: dict[int, dict] = {}
     if daily:
         day_col = logs["day"].to_numpy()
         for d in days:
-            by_day[d] = {n: user_sums(logs[(bucket_of == n) & (day_col == d)], members[n], 1,
-                                      weights[(bucket_of == n) & (day_col == d)]) for n in names}
+            sel = {n: rows[n] & (day_col == d) for n in names}
+            by_day[d] = {n: user_sums(logs[sel[n]], members[n], 1, weights[sel[n]]) for n in names}
     return overall, by_day
 
 
-def lifts_against(run_dir: str | Path, config: ExperimentConfig, reference: str) -> pd.DataFrame:
-    """The overall lift table of every bucket of a finished run against the bucket ``reference``
-    (``lifts.csv`` holds it against the control): every treatment arm is randomised against
-    every other, so any two arms of one run make a valid A/B comparison."""
+def lifts_against(run_dir: str | Path, config: ExperimentConfig,
+                  references: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``{reference: the overall lift table of every bucket of a finished run against it}``
+    (``lifts.csv`` holds it against the control), from one read of the logs: every treatment arm
+    is randomised against every other, so any two arms of one run make a valid A/B comparison."""
     out = Path(run_dir)
     names = [b.name for b in config.buckets]
-    if reference not in names:
-        raise ConfigError(f"reference={reference!r} is not a bucket; buckets: {', '.join(names)}")
+    for reference in references:
+        if reference not in names:
+            raise ConfigError(f"reference={reference!r} is not a bucket; buckets: {', '.join(names)}")
     users = pd.read_parquet(out / "users.parquet")
     assignment = assign_buckets(len(users), [b.share for b in config.buckets], config.salt)
     overall, _ = _bucket_sums(out, config, names, assignment, users, daily=False)
-    return lift_table(overall, reference, alpha=config.alpha, correction=config.correction)
+    return {r: lift_table(overall, r, alpha=config.alpha, correction=config.correction) for r in references}
 
 
 def default_out(prefix: str, seed: int) -> Path:

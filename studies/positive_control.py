@@ -95,8 +95,9 @@ def run_cell(params: dict, seed: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="satbed-pc-") as tmp:
         out = Path(tmp) / "run"
         result = run_experiment(config, out, progress=False, report=False)
+        tables = lifts_against(out, config, [twin for _, twin in params["pairs"]])
         for treatment, twin in params["pairs"]:
-            table = lifts_against(out, config, twin)
+            table = tables[twin]
             rows += [{"kind": "lift", **r, "bucket": f"{treatment} vs {twin}"}
                      for r in lift_rows(table[table["bucket"] == treatment])]
         pre = read_impressions(out / "logs", days=range(config.pre_days),

@@ -225,8 +225,11 @@ def test_an_unlabelled_head_does_not_move_the_ranking(tiny_usm, tiny_world):
 
 
 def test_unestimable_heads_are_named_in_a_warning(tiny_world):
-    with pytest.warns(UserWarning, match=r"survey head\(s\) inappropriate \(\d+ rows, \d+ positive\)"):
-        make_policy("usm", **FAST).fit(tiny_world.train, rng=np.random.default_rng(0))
+    with pytest.warns(UserWarning, match=r"survey head\(s\) inappropriate \(\d+ rows, \d+ positive\)") as caught:
+        policy = make_policy("usm", **FAST).fit(tiny_world.train, rng=np.random.default_rng(0))
+    dropped = policy.stats_["unestimable_heads"]
+    message = next(str(w.message) for w in caught if "survey head(s)" in str(w.message))
+    assert all(f"{h} ({c['rows']} rows, {c['positives']} positive)" in message for h, c in dropped.items())
 
 
 def test_logit_combination(tiny_world):
