@@ -59,8 +59,8 @@ github.com/tsinghua-fib-lab/RecSys2023-SINE):
   authors' code encodes clicks only and pairs each target click with the skip just before it.
 - *"Recent skip" differs between Eq. 4 and SASRec-N.* Eq. 4's e_- is the event *immediately*
   before the click if it is a skip (no skip in between means no recent skip); ``sasrec_n``
-  (:func:`policies.data.last_negative_before`) pairs a click with the latest skip before it,
-  however many clicks lie in between. L2 pairs a skip with the *next* click after it.
+  pairs a click with the latest skip of the pages requested before the click's page, however
+  many clicks lie in between. L2 pairs a skip with the *next* click after it.
 - *The encoder reads skips.* Eq. 6 writes ``X = E^u + P``; with skips in the sequence the
   encoder must tell them from clicks. A skip's input embedding is ``s * e_item + t``, with a
   learned per-dimension scale s initialised at -1 (a skip enters as the *negated* item) and a

@@ -499,10 +499,12 @@ def test_saqrec_beats_sasrec_offline_where_clickbait_is_strong():
     res = {(name, t): evaluate(p, task) for name, p in fitted.items() for t, task in tasks.items()}
     print({k: (round(v["ndcg@10"].value, 4), round(v["mrr"].value, 4)) for k, v in res.items()})
     assert res["saqrec", "effective_view"]["ndcg@10"].n > 600                # users with a next click
-    # measured margins (seed 0): next click +0.025 NDCG@10 / +0.024 MRR, next truly satisfying click
-    # +0.012 / +0.015 (training on the history each page was ranked with; +0.031 / +0.024 and
-    # +0.014 / +0.019 when training also saw the target's own page)
-    for target, margin in (("effective_view", 0.015), ("satisfied", 0.007)):
+    # measured margins (seed 0), SASRec's contexts cut at the page request as SAQRec's are (issue 13
+    # §6): next click +0.021 NDCG@10 / +0.022 MRR, next truly satisfying click +0.0060 / +0.0073.
+    # Against the old SASRec, which also saw earlier clicks of the target's own page (a context
+    # serving never has), they were +0.025 / +0.024 and +0.012 / +0.015: half of SAQRec's edge on
+    # the satisfied target was SASRec's handicap. The thresholds are half the measured margins.
+    for target, margin in (("effective_view", 0.01), ("satisfied", 0.003)):
         for metric in ("ndcg@10", "mrr"):
             ours, base = res["saqrec", target][metric], res["sasrec", target][metric]
             assert ours.value - base.value > margin, (target, metric, ours, base)

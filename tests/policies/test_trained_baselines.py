@@ -6,7 +6,7 @@ import pytest
 from policy_support import offline_eval
 
 from policies import make_policy
-from policies.data import n_items_of, positive_keys, user_sequences
+from policies.data import n_items_of, positive_keys, request_sequences, user_sequences
 from policies.sasrec import SASRec, SASRecN
 from simulator.schema import LogData, RankBatch
 from tests_support import tiny
@@ -114,31 +114,35 @@ def test_sasrec_n_shares_sasrec(tiny_world):
     assert not np.allclose(a, b)            # the skip negatives change what is learned
 
 
-def test_sasrec_n_examples_hold_the_latest_skip_before_each_target(tiny_world):
+def test_sasrec_n_examples_hold_the_latest_skip_before_each_targets_page(tiny_world):
     policy = make_policy("sasrec_n", **FAST)
-    mixed = user_sequences(tiny_world.train, "mixed")
-    windows = policy._windows(mixed)
+    mixed, before = request_sequences(tiny_world.train, "mixed")
+    windows = policy._windows(mixed, before)
     n_items = n_items_of(tiny_world.train)
     ex = policy._examples(windows, n_items, positive_keys(mixed, n_items), np.random.default_rng(0))
-    assert (ex.skips > 0).mean() > 0.2      # most clicks have an earlier skip
-    # pick one user and recompute by hand from the mixed sequence
+    assert (ex.skips[ex.ctx >= 0] > 0).mean() > 0.2      # most clicks have a skip on an earlier page
+    # pick one user and recompute by hand from the page-ordered mixed sequence: the latest skip of
+    # the pages requested before the click's page (a skip above the click on its page is not used)
     u = windows.users[0]
-    row = mixed.row(u)
-    labels = mixed.labels[mixed.offsets[np.searchsorted(mixed.users, u)]:][:len(row)]
+    r = np.searchsorted(mixed.users, u)
+    lo, hi = mixed.offsets[r], mixed.offsets[r + 1]
+    row, labels, page_cut = mixed.items[lo:hi], mixed.labels[lo:hi], before[lo:hi]
     clicks = row[labels == 1]
-    last_skip, expected = -1, []
-    for item, label in zip(row, labels):
-        if label == 1:
-            expected.append(last_skip)
-        else:
-            last_skip = item
-    expected = np.array(expected)[-FAST["max_len"]:]
-    got = ex.skips[0][-len(expected):] - 1                               # model ids -> items, 0 -> -1
-    clicked = np.isin(expected, clicks)                                  # skipped items also clicked: dropped
-    np.testing.assert_array_equal(got[~clicked], expected[~clicked])
+    expected = []
+    for i in np.flatnonzero(labels == 1):
+        skips = row[:page_cut[i]][labels[:page_cut[i]] == 0]
+        expected.append(skips[-1] if len(skips) else -1)
+    expected = np.array(expected)
+    first_click = mixed.positives().offsets[np.searchsorted(mixed.positives().users, u)]
+    cols = np.flatnonzero(windows.events[0] >= 0)
+    want = expected[windows.events[0, cols] - first_click]
+    np.testing.assert_array_equal(windows.skips[0, cols], want)
+    got = ex.skips[0, cols] - 1                                          # model ids -> items, 0 -> -1
+    clicked = np.isin(want, clicks)                                      # skipped items also clicked: dropped
+    np.testing.assert_array_equal(got[~clicked], want[~clicked])
     assert np.all(got[clicked] == -1)
     assert np.all(ex.negatives[ex.targets > 0] != ex.targets[ex.targets > 0])
-    assert make_policy("sasrec", **FAST)._windows(mixed).extra is None
+    assert make_policy("sasrec", **FAST)._windows(mixed, before).skips is None
 
 
 def test_sasrec_reads_the_live_history_and_scores_unseen_items(tiny_world):
