@@ -50,9 +50,9 @@ from policies import make_policy
 from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
 from simulator.logs import LogWriter, log_files, read_impressions, write_frame
-from simulator.platform import FATIGUE_DECAY, Bucket, Platform, rank_page
+from simulator.platform import Bucket, Platform, rank_page
 from simulator.plots import plot_simulation
-from simulator.questionnaire import ADULTS_ONLY, DISLIKE, LIKE, UNSUITABLE, draw_exposure, \
+from simulator.questionnaire import ADULTS_ONLY, Engagement, DISLIKE, LIKE, UNSUITABLE, draw_exposure, \
     exposure_probability, respond
 from simulator.recall import Recall
 from simulator.schema import CATEGORIES, IMPRESSION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, LogData, RankBatch
@@ -321,7 +321,8 @@ def reference_run(world: World, features: FeatureStore, out: dict[str, np.ndarra
     carried = np.zeros((n_users, n_cats))      # per-user fatigue per level-2 category, read as in consume()
     j = np.arange(k)
     lag = j[:, None] - 1 - j[None, :]
-    decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)        # (k, k)
+    fatigue_decay = cfg.users.fatigue_decay
+    decay = np.where(lag >= 0, fatigue_decay ** np.maximum(lag, 0), 0.0)        # (k, k)
     pop = world.users
     filled, request = 0, 0
     started = time.perf_counter()
@@ -344,7 +345,7 @@ def reference_run(world: World, features: FeatureStore, out: dict[str, np.ndarra
         uu, ii = np.repeat(users, k), pages.ravel()
         cat2 = world.catalog.l2[pages]
         same = cat2[:, :, None] == cat2[:, None, :]                              # (B, k, k)
-        fatigue = carried[users[:, None], cat2] * FATIGUE_DECAY ** j + (same * decay).sum(axis=2)
+        fatigue = carried[users[:, None], cat2] * fatigue_decay ** j + (same * decay).sum(axis=2)
         probs = world.probabilities(uu, ii, np.repeat(active, k), fatigue.ravel())
         beh = world.sample_behaviour(ii, probs, rng)
         watch = beh.watch_time.reshape(b, k)
@@ -360,7 +361,8 @@ def reference_run(world: World, features: FeatureStore, out: dict[str, np.ndarra
         shown, p_show_rec = draw_exposure(p_show, eligible, rng)
         resp = respond(q, shown.ravel(), willingness=pop.willingness[uu],
                        random_responder=pop.random_responder[uu], satisfied=beh.satisfied,
-                       p_satisfied=probs.p_satisfied, issue_types=beh.issue_types, rng=rng)
+                       p_satisfied=probs.p_satisfied, issue_types=beh.issue_types,
+                       engagement=Engagement.none(b * k), rng=rng)
 
         rows = np.flatnonzero(served.ravel())[:n_total - filled]
         dst = slice(filled, filled + len(rows))

@@ -11,6 +11,7 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,13 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
 
 
+def check_beta(name: str, value: tuple[float, ...]) -> None:
+    """Parameters (a, b) of a Beta distribution: two numbers > 0."""
+    if not (isinstance(value, tuple) and len(value) == 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in value)):
+        raise ConfigError(f"{name}={value!r} must be two numbers (a, b), both > 0")
+
+
 # ----------------------------------------------------------------------------- sections
 @dataclass(frozen=True, slots=True)
 class CatalogConfig:
@@ -81,6 +89,14 @@ class CatalogConfig:
     duration_max_s: float = _f(600.0, "longest duration in seconds")
     clickbait_corr: float = _f(0.3, "correlation of attractiveness with quality (low = much clickbait)")
     issue_item_share: float = _f(0.02, "share of items with an elevated propensity, per issue type")
+    issue_flagged_beta: tuple[float, float] = _f(
+        (2.0, 3.0), "Beta(a, b) of the issue propensity of an item flagged for an issue type (mean a/(a+b))")
+    issue_background_beta: tuple[float, float] = _f(
+        (0.5, 200.0), "Beta(a, b) of the issue propensity of the other items (mean a/(a+b))")
+    leaf_zipf: float = _f(0.6, "Zipf exponent of leaf-category sizes (0 = equal sizes; higher = crowded leaves)")
+    author_zipf: float = _f(1.1, "Zipf exponent of items per author (higher = a few prolific authors)")
+    author_quality_share: float = _f(0.25, "share of the variance of hidden quality that comes from the author "
+                                           "(the rest is the item's own; quality is then standardised)")
 
     def __post_init__(self) -> None:
         for name in ("n_items", "n_l1", "n_l2", "n_l3", "topic_dim", "n_authors"):
@@ -96,6 +112,11 @@ class CatalogConfig:
         if not -1.0 <= self.clickbait_corr <= 1.0:
             raise ConfigError(f"clickbait_corr={self.clickbait_corr!r} must be in [-1, 1]")
         check_probability("issue_item_share", self.issue_item_share)
+        for name in ("issue_flagged_beta", "issue_background_beta"):
+            check_beta(name, getattr(self, name))
+        check_nonnegative("leaf_zipf", self.leaf_zipf)
+        check_nonnegative("author_zipf", self.author_zipf)
+        check_probability("author_quality_share", self.author_quality_share)
 
     @property
     def n_leaves(self) -> int:
@@ -118,15 +139,36 @@ class UserConfig:
     patience_median_s: float = _f(800.0, "median session time budget in seconds")
     patience_sigma: float = _f(0.6, "log-normal sigma of the per-session time budget")
     fatigue_rate: float = _f(0.25, "satisfaction penalty per recent item of the same level-2 category (decayed)")
+    fatigue_decay: float = _f(0.8, "category fatigue decay per item watched (share kept)")
+    session_fatigue_carry: float = _f(0.3, "share of category fatigue carried into a new session")
+    interest_drift: float = _f(0.0, "per-session random-walk step of the sub-interest vectors (noise norm, then "
+                                    "renormalised; 0 = fixed interests, ~0.3 = drift within days)")
+    issue_sensitivity_shape: float = _f(2.0, "Gamma shape of issue sensitivity across users (low = heterogeneous)")
+    activity_shape: float = _f(2.0, "Gamma shape of mean sessions per active day across users (low = heterogeneous)")
+    patience_user_sigma: float = _f(0.5, "log-normal sigma of the users' median session budgets across users")
+    tenure_scale_days: float = _f(200.0, "scale of the observable account age in days (exponential, times "
+                                         "0.5 + activity / activity_mean: active users are older)")
+    diurnal: tuple[float, ...] = _f(
+        (3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 6.0, 6.0, 6.0, 7.0, 9.0, 8.0, 6.0, 6.0, 6.0, 7.0, 9.0, 11.0, 12.0,
+         12.0, 9.0, 5.0),
+        "relative session-start intensity for each of the 24 hours of the day (evening peak, night trough)")
 
     def __post_init__(self) -> None:
         check_int_at_least("n_users", self.n_users, 1)
         check_int_at_least("n_interests", self.n_interests, 1)
         for name in ("interest_concentration", "willingness_concentration", "activity_mean",
-                     "patience_median_s", "issue_sensitivity_mean"):
+                     "patience_median_s", "issue_sensitivity_mean", "issue_sensitivity_shape", "activity_shape",
+                     "tenure_scale_days"):
             check_positive(name, getattr(self, name))
-        for name in ("interest_noise", "active_boost", "patience_sigma", "fatigue_rate"):
+        for name in ("interest_noise", "active_boost", "patience_sigma", "fatigue_rate", "interest_drift",
+                     "patience_user_sigma"):
             check_nonnegative(name, getattr(self, name))
+        check_probability("fatigue_decay", self.fatigue_decay)
+        check_probability("session_fatigue_carry", self.session_fatigue_carry)
+        if not (isinstance(self.diurnal, tuple) and len(self.diurnal) == 24
+                and all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in self.diurnal)
+                and sum(self.diurnal) > 0):
+            raise ConfigError(f"diurnal={self.diurnal!r} must be 24 numbers >= 0 (one per hour), not all 0")
         check_probability("active_boost", self.active_boost)
         check_probability("interest_switch_prob", self.interest_switch_prob)
         check_probability("random_responder_share", self.random_responder_share)
@@ -163,9 +205,12 @@ class BehaviourConfig:
     quit_fatigue: float = _f(0.3, "quit logit increase per unit of category fatigue")
     return_bias: float = _f(1.2, "intercept of the daily return logit")
     return_satisfaction: float = _f(4.0, "return logit increase per unit of recent satisfaction above 0.5")
+    satisfaction_ema: float = _f(0.1, "weight of a page's mean satisfaction in the user's recent satisfaction "
+                                      "(the return model's input)")
 
     def __post_init__(self) -> None:
         check_positive("skip_threshold_s", self.skip_threshold_s)
+        check_probability("satisfaction_ema", self.satisfaction_ema)
         if not 0.0 < self.effective_view_fraction <= 1.0:
             raise ConfigError(
                 f"effective_view_fraction={self.effective_view_fraction!r} must be in (0, 1]")
@@ -182,9 +227,22 @@ class QuestionnaireConfig:
     targeting: str = _f("none", "targeting rule: none, popular_items, fresh_items or active_users")
     target_boost: float = _f(3.0, "multiplier of base_rate for targeted items or users")
     per_user_daily_cap: int = _f(3, "questionnaires shown per user per day at most")
+    one_per_page: bool = _f(True, "at most one questionnaire per page (the first eligible position whose draw "
+                                  "succeeds); false: every eligible position draws (the cap is checked per page)")
     inappropriate_share: float = _f(0.3, "share of shown questionnaires that are inappropriate-content surveys")
-    response_bias: float = _f(1.0, "submit logit increase when satisfied (or an issue is perceived): MNAR")
-    extremity_bias: float = _f(0.5, "submit logit increase per unit of satisfaction extremity |2p-1|")
+    fresh_impressions: int = _f(50, "targeting 'fresh_items': items with fewer impressions than this")
+    active_user_impressions: int = _f(150, "targeting 'active_users': users with more impressions than this")
+    popular_share: float = _f(0.1, "targeting 'popular_items': the top share of items by recent effective views")
+    response_watch: float = _f(0.0, "engagement part (MAR given observables): submit logit increase per unit "
+                                    "of watch fraction")
+    response_feedback: float = _f(0.0, "engagement part: submit logit increase per explicit feedback event on "
+                                       "the item (like, share, comment, follow, dislike, report)")
+    response_depth: float = _f(0.0, "engagement part: submit logit change per unit of log(1 + items watched "
+                                    "earlier in the session)")
+    response_bias: float = _f(1.0, "self-masking part (MNAR): submit logit increase when satisfied (or an "
+                                   "issue is perceived)")
+    extremity_bias: float = _f(0.5, "self-masking part (MNAR): submit logit increase per unit of satisfaction "
+                                    "extremity |2p-1|")
     neutral_share: float = _f(0.35, "share of dissatisfied respondents who answer 'neutral', not 'dislike'")
     adults_only_share: float = _f(0.4, "share of sexual/violent-only issues answered 'adults only'")
 
@@ -194,8 +252,11 @@ class QuestionnaireConfig:
         check_nonnegative("target_boost", self.target_boost)
         check_int_at_least("per_user_daily_cap", self.per_user_daily_cap, 0)
         check_probability("inappropriate_share", self.inappropriate_share)
-        check_finite("response_bias", self.response_bias)
-        check_finite("extremity_bias", self.extremity_bias)
+        check_int_at_least("fresh_impressions", self.fresh_impressions, 0)
+        check_int_at_least("active_user_impressions", self.active_user_impressions, 0)
+        check_probability("popular_share", self.popular_share)
+        for name in ("response_watch", "response_feedback", "response_depth", "response_bias", "extremity_bias"):
+            check_finite(name, getattr(self, name))
         check_probability("neutral_share", self.neutral_share)
         check_probability("adults_only_share", self.adults_only_share)
 
@@ -213,6 +274,10 @@ class PlatformConfig:
     page_gap_s: float = _f(2.0, "seconds between the end of a page and the next request")
     policy: str = _f("production", "serving policy of `satbed simulate` (a registered policy name)")
     temperature: float = _f(1.0, "softmax temperature of the production policy's stochastic ranking")
+    recall_history: int = _f(20, "recent effective views whose leaf categories feed interest recall")
+    history_length: int = _f(50, "events kept per user and history in the feature store")
+    popularity_decay: float = _f(0.5, "daily decay of the items' recent effective-view counts (popularity)")
+    leaf_click_decay: float = _f(0.7, "daily decay of the users' per-category click counts (a ~3-day memory)")
 
     def __post_init__(self) -> None:
         check_int_at_least("days", self.days, 1)
@@ -231,6 +296,10 @@ class PlatformConfig:
         check_positive("tick_s", self.tick_s)
         check_nonnegative("page_gap_s", self.page_gap_s)
         check_positive("temperature", self.temperature)
+        check_int_at_least("recall_history", self.recall_history, 1)
+        check_int_at_least("history_length", self.history_length, 1)
+        check_probability("popularity_decay", self.popularity_decay)
+        check_probability("leaf_click_decay", self.leaf_click_decay)
         if not self.policy:
             raise ConfigError("policy='' must name a registered policy")
 
@@ -298,8 +367,41 @@ RENAMED = {"retrain_daily": 'replaced by learning = "refit" (true) or learning =
 """Keys of older configs, with what replaced them (named in the unknown-key error)."""
 
 
+SCENARIO_KEY = "scenario"
+"""In a world's table (a SimConfig file's top level, an experiment's or a study's ``[world]``), this key
+names a registered scenario (:mod:`simulator.scenarios`) whose overrides become the base that the
+table's other keys override."""
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in: tables merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _resolve_scenario(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """A world's table with its ``scenario`` key replaced by the scenario's overrides, under the rest."""
+    from simulator.scenarios import scenario_overrides   # lazy: the registry builds on this module
+    name = data[SCENARIO_KEY]
+    if not isinstance(name, str):
+        raise ConfigError(f"{prefix}{SCENARIO_KEY}={name!r} must be a scenario name (satbed scenarios)")
+    try:
+        base = scenario_overrides(name)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}{SCENARIO_KEY}: {err}") from None
+    return deep_merge(base, {k: v for k, v in data.items() if k != SCENARIO_KEY})
+
+
 def from_dict(cls: type, data: dict[str, Any], *, prefix: str = "") -> Any:
-    """Build a config dataclass from nested dicts; an unknown key is an error, not ignored."""
+    """Build a config dataclass from nested dicts; an unknown key is an error, not ignored.
+
+    A world's table (:class:`SimConfig`) may name a scenario (``scenario = "NAME"``): its overrides
+    are the base, and the table's other keys override them.
+    """
+    if cls is SimConfig and SCENARIO_KEY in data:
+        data = _resolve_scenario(data, prefix)
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -329,19 +431,57 @@ def to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
-def load_toml(cls: type, path: str | Path) -> Any:
-    """Load a config dataclass from a TOML file, naming the file in any error."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file, naming the file if it is missing or not TOML."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def world_key(cls: type) -> str | None:
+    """Where a config class keeps its world: ``""`` for :class:`SimConfig` itself, the name of its one
+    ``SimConfig`` field (``"world"`` for experiments and studies), or None if it has none."""
+    if cls is SimConfig:
+        return ""
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls) if hints[f.name] is SimConfig]
+    return names[0] if len(names) == 1 else None
+
+
+def with_scenario(cls: type, data: Mapping[str, Any], scenario: str) -> dict[str, Any]:
+    """A copy of the raw tables ``data`` of a ``cls`` config whose world starts from ``scenario``
+    (replacing any scenario the tables name; their own world keys still override it)."""
+    key = world_key(cls)
+    if key is None:
+        raise ConfigError(f"{cls.__name__} has no world, so it cannot take a scenario")
+    if key == "":
+        return {**data, SCENARIO_KEY: scenario}
+    world = data.get(key, {})
+    if not isinstance(world, Mapping):
+        raise ConfigError(f"{key} must be a table, got {type(world).__name__}")
+    return {**data, key: {**world, SCENARIO_KEY: scenario}}
+
+
+def load_toml(cls: type, path: str | Path | None, *, scenario: str | None = None) -> Any:
+    """Load a config dataclass from a TOML file, naming the file in any error.
+
+    Args:
+        cls: the config class.
+        path: the file; None for no file (only the defaults, or the scenario).
+        scenario: a registered scenario that the world starts from (the lowest precedence: the
+            file's world keys override it); replaces a scenario the file names.
+    """
+    data = read_toml(path) if path is not None else {}
+    if scenario is not None:
+        data = with_scenario(cls, data, scenario)
     try:
         return from_dict(cls, data)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
 
 
 def dump_toml(config: Any, path: str | Path) -> None:
@@ -361,13 +501,38 @@ def iter_fields(cls: type, prefix: str = ""):
             yield prefix + f.name, f, tp
 
 
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted = "a.b"``, creating the tables on the way."""
+    node = data
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
 def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    """Return a copy of ``config`` with dotted-name overrides applied and validated."""
+    """Return a copy of ``config`` with dotted-name overrides applied and validated.
+
+    A ``scenario`` key is refused: a built config sets every field, so a scenario (a base that
+    explicit keys override) would change nothing; name it where the config is read instead
+    (``--scenario``, a file's ``scenario`` key, :func:`simulator.scenarios.load_scenario`).
+    """
+    for dotted in overrides:
+        if dotted.split(".")[-1] == SCENARIO_KEY and _node_type(type(config), dotted) is SimConfig:
+            raise ConfigError(
+                f"{dotted} cannot be applied to a built config (it would change nothing); name the scenario "
+                "where the config is read: --scenario NAME, a config file's scenario key, or load_scenario()")
     data = to_dict(config)
     for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        set_dotted(data, dotted, value)
     return from_dict(type(config), data)
+
+
+def _node_type(cls: type, dotted: str) -> type | None:
+    """The config class holding the last part of ``dotted`` (None if the path leaves the config tree)."""
+    for part in dotted.split(".")[:-1]:
+        tp = _field_types(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if not dataclasses.is_dataclass(tp):
+            return None
+        cls = tp
+    return cls

@@ -34,7 +34,7 @@ from simulator.schema import ITEM_COLUMNS, USER_COLUMNS, LogData
 from simulator.simulate import prepare_run_dir, seed_streams, write_status
 from simulator.world import World
 
-ANALYSIS_COLUMNS = ("day", "ts", "user_id", "bucket", "watch_time", "duration", "effective_view", "skip", "like",
+ANALYSIS_COLUMNS = ("day", "ts", "user_id", "session_id", "position", "bucket", "watch_time", "duration", "effective_view", "skip", "like",
                     "share", "comment", "follow", "dislike", "report", "survey_shown", "survey_type",
                     "survey_submitted", "survey_answer", "true_p_satisfied")
 
@@ -55,10 +55,15 @@ class BucketConfig:
 
 
 DEFAULT_BUCKETS = (
-    BucketConfig("control", "production", 1 / 3),
-    BucketConfig("sasrec", "sasrec", 1 / 3),
-    BucketConfig("oracle", "oracle", 1 / 3),
+    BucketConfig("control", "production", 1 / 5),
+    BucketConfig("sasrec", "sasrec", 1 / 5),
+    BucketConfig("easq_click", "easq", 1 / 5, {"fusion": (1.0, 1.0, 1.0, 0.0)}),
+    BucketConfig("easq", "easq", 1 / 5),
+    BucketConfig("oracle", "oracle", 1 / 5),
 )
+"""The main job's arms: production, the click-only SASRec, EASQ (the questionnaire-aware policy
+with the strongest results in head_to_head) and its click-only twin, and the oracle."""
+DEFAULT_QUESTIONNAIRE_PAIRS = (("easq", "easq_click"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,10 @@ class ExperimentConfig:
     update_epochs: int = _f(1, "learning = update: passes over the new logs per update() call")
     policy_seed: int = _f(0, "seed of the policies' training randomness (initialisation, negatives, dropout): "
                              "0 derives it from the world seed; another value redraws it on the same world")
+    questionnaire_pairs: tuple[tuple[str, str], ...] = _f(
+        DEFAULT_QUESTIONNAIRE_PAIRS, "(bucket using questionnaires, its click-only twin) pairs: the report says in "
+                                     "plain words whether using questionnaires raised satisfaction (default: easq "
+                                     "vs easq_click where both buckets exist, else none)")
     alpha: float = _f(0.05, "significance level of the lift analysis")
     correction: str = _f("holm", "multiple-comparison correction: holm or bh")
     torch_threads: int = _f(1, "torch threads (1 is fastest on a busy 2-core machine)")
@@ -96,6 +105,12 @@ class ExperimentConfig:
         total = sum(b.share for b in self.buckets)
         if abs(total - 1.0) > 1e-6:
             raise ConfigError(f"bucket shares must sum to 1, got {total:.6g}")
+        if self.questionnaire_pairs == DEFAULT_QUESTIONNAIRE_PAIRS and not set(DEFAULT_QUESTIONNAIRE_PAIRS[0]) <= set(names):
+            object.__setattr__(self, "questionnaire_pairs", ())   # the default applies only where its buckets exist
+        for pair in self.questionnaire_pairs:
+            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(names):
+                raise ConfigError(f"questionnaire_pairs: {list(pair)} must be two different buckets of {names} "
+                                  "(set questionnaire_pairs = [] when the buckets have no such pair)")
 
     @property
     def control_bucket(self) -> BucketConfig:
@@ -176,6 +191,8 @@ class ExperimentResult:
     daily_lifts: pd.DataFrame
     srm_p_value: float
     timings: dict[str, float]
+    questionnaire_lifts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Each questionnaire pair's treatment against its twin (``questionnaire_pairs``), every metric."""
 
 
 def _observable(frame: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame) -> LogData:
@@ -308,10 +325,24 @@ def analyse(out: Path, config: ExperimentConfig, names: list[str], assignment: n
     shares = {b.name: b.share for b in config.buckets}
     srm_result = srm({n: int((assignment == i).sum()) for i, n in enumerate(names)}, shares)
     overall_rows = pd.DataFrame([{"bucket": n, **metric_values(overall[n])} for n in names])
+    pairs = questionnaire_lifts(overall, config)
     for name, frame in (("metrics.csv", daily), ("lifts.csv", lifts), ("daily_lifts.csv", daily_lifts),
-                        ("metrics_overall.csv", overall_rows)):
-        atomic_write_text(out / name, frame.to_csv(index=False, float_format="%.10g"))
-    return ExperimentResult(out, lifts, daily, daily_lifts, float(srm_result.p_value), timings)
+                        ("metrics_overall.csv", overall_rows), ("questionnaire_lifts.csv", pairs)):
+        if name != "questionnaire_lifts.csv" or len(pairs):
+            atomic_write_text(out / name, frame.to_csv(index=False, float_format="%.10g"))
+    return ExperimentResult(out, lifts, daily, daily_lifts, float(srm_result.p_value), timings, pairs)
+
+
+def questionnaire_lifts(overall: dict[str, pd.DataFrame], config: ExperimentConfig) -> pd.DataFrame:
+    """Each (treatment, twin) of ``config.questionnaire_pairs``: the treatment's lifts against its
+    twin (two arms of one run are randomised against each other); p-values corrected over each
+    pair's metrics."""
+    tables = []
+    for treatment, twin in config.questionnaire_pairs:
+        table = lift_table({twin: overall[twin], treatment: overall[treatment]}, twin, alpha=config.alpha,
+                           correction=config.correction)
+        tables.append(table.assign(twin=twin))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def _bucket_sums(out: Path, config: ExperimentConfig, names: list[str], assignment: np.ndarray,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.schema import HISTORIES, PAD  # noqa: E402  (re-exported)
-LEAF_CLICK_DECAY = 0.7  # daily decay of per-user category click counts (a ~3-day memory)
 
 # HISTORIES: clicks = effective views; skips = passive negatives (< skip threshold);
 # satisfied / dissatisfied = items whose questionnaire was answered like / dislike (or unsuitable);
@@ -101,7 +100,10 @@ class FeatureStore:
     """Observable histories and counters of every user and item."""
 
     def __init__(self, n_users: int, items: ItemAttributes, *, history_length: int = 50,
-                 n_leaves: int | None = None, popularity_decay: float = 0.5):
+                 n_leaves: int | None = None, popularity_decay: float = 0.5, leaf_click_decay: float = 0.7):
+        """The defaults are :class:`simulator.config.PlatformConfig`'s ``history_length``,
+        ``popularity_decay`` (daily decay of the items' recent clicks) and ``leaf_click_decay``
+        (daily decay of the users' per-category clicks); the platform passes its config's values."""
         if history_length < 1:
             raise ValueError(f"history_length={history_length} must be >= 1")
         self.n_users = n_users
@@ -123,6 +125,7 @@ class FeatureStore:
         self.item_likes = np.zeros(n, dtype=np.int64)
         self.item_recent_clicks = np.zeros(n, dtype=np.float64)  # decayed daily
         self.popularity_decay = popularity_decay
+        self.leaf_click_decay = leaf_click_decay
         self._popular_cache: tuple[int, np.ndarray] | None = None
         self.version = 0   # bumps on every record
         self.tick = 0      # bumps once per serving round (see begin_tick)
@@ -221,5 +224,5 @@ class FeatureStore:
         self.version += 1
         self.tick += 1
         self.item_recent_clicks *= self.popularity_decay
-        self.leaf_clicks *= LEAF_CLICK_DECAY
+        self.leaf_clicks *= self.leaf_click_decay
         self.user_active_days[active_users] += 1

@@ -32,17 +32,16 @@ from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
 from simulator.logs import LogWriter
 from simulator.questionnaire import ADULTS_ONLY, DISLIKE, LIKE, RESPONSE_DRAWS, UNSUITABLE, \
-    exposure_from_uniforms, exposure_probability, respond_from_uniforms
+    Engagement, exposure_from_uniforms, exposure_probability, respond_from_uniforms
 from simulator.recall import Recall
-from simulator.schema import RankBatch
+from simulator.schema import NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK, RankBatch
 from simulator.world import BEHAVIOUR_DRAWS, World
 
 DAY_S = 86400.0
-# relative session-start intensity per hour of the day (evening peak, night trough)
-DIURNAL = np.array([3, 2, 1, 1, 1, 1, 2, 4, 6, 6, 6, 7, 9, 8, 6, 6, 6, 7, 9, 11, 12, 12, 9, 5], float)
-SESSION_FATIGUE_CARRY = 0.3   # share of category fatigue carried into a new session
-FATIGUE_DECAY = 0.8           # category fatigue decay per item watched
-SATISFACTION_EMA = 0.1        # weight of a page's mean satisfaction in the user's recent satisfaction
+# The world's knobs (diurnal profile, fatigue decay and carry, the satisfaction EMA, interest drift) are
+# config fields: users.diurnal, users.fatigue_decay, users.session_fatigue_carry, behaviour.satisfaction_ema,
+# users.interest_drift.
+DRIFT_STREAM_KEY = 0x6472696674   # spawn-key suffix of the interest-drift stream (far from real spawn indices)
 
 
 @dataclass
@@ -118,9 +117,19 @@ class Platform:
         cat = world.catalog
         self.features = features or FeatureStore(
             n_users, ItemAttributes(cat.l1, cat.l2, cat.leaf, cat.author, cat.duration),
-            n_leaves=cfg.catalog.n_leaves)
+            n_leaves=cfg.catalog.n_leaves, history_length=cfg.platform.history_length,
+            popularity_decay=cfg.platform.popularity_decay, leaf_click_decay=cfg.platform.leaf_click_decay)
         self.recall = Recall(cfg.platform, self.features)
         self.arrival_rng = np.random.default_rng(seed)
+        diurnal = np.asarray(cfg.users.diurnal, dtype=float)
+        self._hour_p = diurnal / diurnal.sum()
+        # interest drift has its own stream, derived from the arrival seed without spawning from it
+        # (which would shift the caller's later spawns); none exists, and nothing is drawn, when off
+        self.drift_rng = None
+        if cfg.users.interest_drift > 0:
+            root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+            self.drift_rng = np.random.default_rng(np.random.SeedSequence(
+                root.entropy, spawn_key=(*root.spawn_key, DRIFT_STREAM_KEY)))
         self.first_day = start_day
         # per-user state, structure of arrays
         self.in_session = np.zeros(n_users, dtype=bool)
@@ -128,6 +137,7 @@ class Platform:
         self.session_id = np.full(n_users, -1, dtype=np.int64)
         self.session_budget = np.zeros(n_users)
         self.session_elapsed = np.zeros(n_users)
+        self.session_items = np.zeros(n_users, dtype=np.int64)   # items watched so far in the session
         self.active = self.arrival_rng.integers(0, cfg.users.n_interests, n_users)
         self.fatigue = np.zeros((n_users, cfg.catalog.n_l1 * cfg.catalog.n_l2))   # per level-2 category
         self.recent_satisfaction = np.full(n_users, 0.5)
@@ -233,7 +243,7 @@ class Platform:
         sessions = rng.poisson(self.world.users.activity)
         sessions = np.where(self.active_today, np.maximum(sessions, 1), 0)
         users = np.repeat(np.arange(n), sessions)
-        hour = rng.choice(24, size=len(users), p=DIURNAL / DIURNAL.sum())
+        hour = rng.choice(24, size=len(users), p=self._hour_p)
         t = day * DAY_S + (hour + rng.random(len(users))) * 3600.0
         order = np.argsort(t, kind="stable")
         self._pending_t, self._pending_u, self._pending_i = t[order], users[order], 0
@@ -261,13 +271,31 @@ class Platform:
         self.session_id[users] = self._next_session + np.arange(n)
         self._next_session += n
         self.session_elapsed[users] = 0.0
+        self.session_items[users] = 0
         self.session_budget[users] = self.world.users.patience[users] * np.exp(
             cfg.users.patience_sigma * rng.standard_normal(n))
-        self.fatigue[users] *= SESSION_FATIGUE_CARRY
+        self.fatigue[users] *= cfg.users.session_fatigue_carry
         switch = rng.random(n) < cfg.users.interest_switch_prob
         cum = np.cumsum(self.world.users.weights[users], axis=1)
         drawn = (rng.random((n, 1)) > cum).sum(axis=1)
         self.active[users] = np.where(switch, np.minimum(drawn, cum.shape[1] - 1), self.active[users])
+        if self.drift_rng is not None:
+            self.drift_interests(users, self.drift_rng)
+
+    def drift_interests(self, users: np.ndarray, rng: np.random.Generator) -> None:
+        """Interest drift (``users.interest_drift`` > 0), at each session start: every sub-interest
+        vector of the starting users takes a random-walk step of noise norm about ``interest_drift``
+        and is renormalised.
+
+        The world's interest vectors change in place, so the ground truth (and the oracle, which
+        reads it) follows the users' current interests; policies see the drift only through
+        behaviour. The (user-table) traits do not change.
+        """
+        interests = self.world.users.interests                    # (U, K, d)
+        _, k, d = interests.shape
+        step = self.config.users.interest_drift / np.sqrt(d) * rng.standard_normal((len(users), k, d))
+        moved = interests[users] + step                             # (n, K, d)
+        interests[users] = moved / np.linalg.norm(moved, axis=-1, keepdims=True)
 
     def next_wakeup(self, now: float) -> float:
         nxt = (np.floor(now / DAY_S) + 1) * DAY_S
@@ -280,13 +308,13 @@ class Platform:
     # ------------------------------------------------------------------ serving
     @staticmethod
     @functools.cache
-    def _fatigue_kernel(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _fatigue_kernel(k: int, fatigue_decay: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions, the (k, k) decay of item j' seen before item j (0 unless j' < j), and the
         decay of the carried-in fatigue at each position."""
         j = np.arange(k)
         lag = j[:, None] - 1 - j[None, :]                                # items between j' and j
-        decay = np.where(lag >= 0, FATIGUE_DECAY ** np.maximum(lag, 0), 0.0)
-        return j, decay, FATIGUE_DECAY ** j
+        decay = np.where(lag >= 0, fatigue_decay ** np.maximum(lag, 0), 0.0)
+        return j, decay, fatigue_decay ** j
 
     def _positions(self, k: int, n: int) -> np.ndarray:
         """Page positions 0..k-1 repeated for n pages: a read-only view of one buffer, grown
@@ -311,6 +339,15 @@ class Platform:
         return RankedPages(bucket, users, np.take_along_axis(cands, pos, axis=1),
                            np.take_along_axis(scores, pos, axis=1), propensity)
 
+    def _engagement(self, beh, items: np.ndarray, users: np.ndarray, j: np.ndarray) -> Engagement:
+        """The observable inputs of the response model's engagement part, per impression (B*k)."""
+        if not (self.config.questionnaire.response_watch or self.config.questionnaire.response_feedback
+                or self.config.questionnaire.response_depth):
+            return Engagement.none(len(items))
+        feedback = sum(getattr(beh, c).astype(np.int64) for c in (*POSITIVE_FEEDBACK, *NEGATIVE_FEEDBACK))
+        depth = (self.session_items[users][:, None] + j[None, :]).ravel()
+        return Engagement(np.clip(beh.watch_time / self.world.catalog.duration[items], 0.0, 1.0), feedback, depth)
+
     def consume(self, ranked: Sequence[RankedPages], now: float) -> None:
         """Users watch their pages in order; everything happens in arrays over all pages of the tick.
 
@@ -330,8 +367,9 @@ class Platform:
             u_respond.append(r.bucket.survey_rng.random((n, RESPONSE_DRAWS)))
         uu, ii = np.repeat(users, k), pages.ravel()
         cat2 = world.catalog.l2[pages]
-        # fatigue: same-category items seen before, each decayed by FATIGUE_DECAY per later item
-        j, decay, carry = self._fatigue_kernel(k)
+        # fatigue: same-category items seen before, each decayed by users.fatigue_decay per later item
+        fatigue_decay = cfg.users.fatigue_decay
+        j, decay, carry = self._fatigue_kernel(k, fatigue_decay)
         same = cat2[:, :, None] == cat2[:, None, :]                          # (B, k, k)
         fatigue = self.fatigue[users[:, None], cat2] * carry + (same * decay).sum(axis=2)
         probs = world.probabilities(uu, ii, self.active[uu], fatigue.ravel())
@@ -356,25 +394,27 @@ class Platform:
         if q.after_effective_view_only:
             eligible &= effective_view
         p_show = exposure_probability(q, uu, ii, self.features).reshape(b, k)
-        shown, p_show_rec = exposure_from_uniforms(p_show, eligible, np.concatenate(u_show))
+        shown, p_show_rec = exposure_from_uniforms(p_show, eligible, np.concatenate(u_show),
+                                                  one_per_page=q.one_per_page)
         pop = world.users
         resp = respond_from_uniforms(
             q, shown.ravel(), willingness=pop.willingness[uu], random_responder=pop.random_responder[uu],
             satisfied=beh.satisfied, p_satisfied=probs.p_satisfied, issue_types=beh.issue_types,
-            u=np.concatenate(u_respond))
+            engagement=self._engagement(beh, ii, users, j), u=np.concatenate(u_respond))
 
         # state updates
         page_time = np.where(served, watch, 0.0).sum(axis=1)
         self.session_elapsed[users] += page_time
+        self.session_items[users] += served.sum(axis=1)
         self.shown_today[users] += shown.sum(axis=1)
         n_served = served.sum(axis=1)
         # carry fatigue past the served items: decay by the page length, add each item decayed
-        weight = np.where(served, FATIGUE_DECAY ** np.maximum(n_served[:, None] - 1 - j[None, :], 0), 0.0)
+        weight = np.where(served, fatigue_decay ** np.maximum(n_served[:, None] - 1 - j[None, :], 0), 0.0)
         counts = np.zeros((b, self.fatigue.shape[1]))
         np.add.at(counts, (np.repeat(np.arange(b), k), cat2.ravel()), weight.ravel())
-        self.fatigue[users] = self.fatigue[users] * FATIGUE_DECAY ** n_served[:, None] + counts
+        self.fatigue[users] = self.fatigue[users] * fatigue_decay ** n_served[:, None] + counts
         page_sat = np.where(served, satisfied, False).sum(axis=1) / n_served
-        self.recent_satisfaction[users] += SATISFACTION_EMA * (page_sat - self.recent_satisfaction[users])
+        self.recent_satisfaction[users] += bc.satisfaction_ema * (page_sat - self.recent_satisfaction[users])
         self.next_due[users] = np.where(ended, np.inf, now + page_time + cfg.platform.page_gap_s)
         self.in_session[users[ended]] = False
 

@@ -10,8 +10,6 @@ import numpy as np
 from simulator.config import PlatformConfig
 from simulator.features import PAD, FeatureStore
 
-_INTEREST_HISTORY = 20   # recent clicks whose leaves feed interest recall
-
 
 class Recall:
     """Builds (B, C) candidate arrays from the feature store."""
@@ -56,7 +54,7 @@ class Recall:
 
     def _interest(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b, m = len(users), self.n_interest
-        hist, _ = self.features.history("clicks", users, min(_INTEREST_HISTORY, self.features.history_length))
+        hist, _ = self.features.history("clicks", users, min(self.config.recall_history, self.features.history_length))
         valid = hist != PAD
         n_valid = valid.sum(axis=1)
         # pick a random valid history slot per candidate (valid slots are right-aligned)

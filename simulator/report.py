@@ -135,6 +135,32 @@ def reading(lifts: pd.DataFrame, oracle: set[str], control: str, aa: bool) -> li
     return lines
 
 
+def questionnaire_reading(pairs: pd.DataFrame) -> list[str]:
+    """Plain words per (treatment, twin): did using questionnaires raise the users' satisfaction?"""
+    lines = []
+    for (treatment, twin), g in pairs.groupby(["bucket", "twin"], sort=False):
+        g = g.set_index("metric")
+        sat = g.loc["oracle_satisfaction"]
+        low, high = sat["lift_ci_low"], sat["lift_ci_high"]
+        if low > 0:
+            answer = "**Yes.**"
+        elif high < 0:
+            answer = "**No: it lowered it.**"
+        else:
+            answer = "**Not detectably.**"
+        watch = g.loc["aut"]
+        watch_words = ("significantly " if bool(watch["significant"]) else "") + \
+            ("up" if watch["lift"] > 0 else "down")
+        lines.append(
+            f"- {answer} `{treatment}` uses questionnaire answers; `{twin}` is the same method without them. "
+            f"Its users' true mean satisfaction moved {_pct(sat['lift'])} [{_pct(low)}, {_pct(high)}] against "
+            f"`{twin}` (oracle metric, 95% CI), and their watch time per day (AUT) {_pct(watch['lift'])} "
+            f"[{_pct(watch['lift_ci_low'])}, {_pct(watch['lift_ci_high'])}] ({watch_words}). "
+            f"The survey like rate, response-debiased, the platform's own view, moved "
+            f"{_pct(g.loc['survey_like_rate_debiased', 'lift'])}.")
+    return lines
+
+
 def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
     oracle = _oracle_buckets(config)
     plot_daily_lifts(result.daily_lifts, out / "daily_lifts.png", oracle)
@@ -152,8 +178,12 @@ def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
         lines.append(f"| {b.name} | `{b.policy}`{flag} | {b.share:.3f} | {int(overall.loc[b.name, 'users']):,} |")
     lines += ["", f"Sample-ratio-mismatch check (assigned users vs shares): p = {result.srm_p_value:.3g}"
               + (" — **mismatch, do not trust the lifts**" if result.srm_p_value < 1e-3 else " (no mismatch)."), "",
-              "## Reading", "", *reading(lifts, oracle, config.control, aa), "",
-              f"## Lifts vs `{config.control}` over the experiment", "",
+              "## Reading", "", *reading(lifts, oracle, config.control, aa), ""]
+    if len(result.questionnaire_lifts) and not aa:
+        lines += ["## Did using questionnaires raise satisfaction?", "",
+                  *questionnaire_reading(result.questionnaire_lifts), "",
+                  "Every metric of each pair: `questionnaire_lifts.csv`.", ""]
+    lines += [f"## Lifts vs `{config.control}` over the experiment", "",
               "Ratio metrics use the delta method on per-user sums, AUT and active-day rate Welch's test on "
               f"per-user values; p-values are {config.correction}-corrected over all non-oracle tests. "
               "The response-debiased survey rates reweight respondents by 1 / P̂(submit | shown) from a "

@@ -67,7 +67,7 @@ class Catalog:
 @dataclass(frozen=True)
 class Population:
     """Users: hidden traits, each an array over users."""
-    interests: np.ndarray     # (U, K, d) unit sub-interest vectors
+    interests: np.ndarray     # (U, K, d) unit sub-interest vectors (drift in place if users.interest_drift > 0)
     weights: np.ndarray       # (U, K) sub-interest weights, rows sum to 1
     willingness: np.ndarray   # (U,) base P(answer a questionnaire)
     random_responder: np.ndarray  # (U,) bool
@@ -258,16 +258,16 @@ def _generate_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     leaf_centroids = _unit(np.repeat(l2_centroids, c.n_l3, axis=0)
                            + c.l3_spread / np.sqrt(d) * rng.standard_normal((c.n_leaves, d)))
     # leaf popularity is uneven (Zipf-like), so some categories are crowded
-    leaf_weight = 1.0 / np.arange(1, c.n_leaves + 1) ** 0.6
+    leaf_weight = 1.0 / np.arange(1, c.n_leaves + 1) ** c.leaf_zipf
     leaf_weight = rng.permutation(leaf_weight / leaf_weight.sum())
     leaf = rng.choice(c.n_leaves, size=c.n_items, p=leaf_weight).astype(np.int16)
     l2 = (leaf // c.n_l3).astype(np.int16)
     l1 = (l2 // c.n_l2).astype(np.int16)
     topic = _unit(leaf_centroids[leaf] + c.item_noise / np.sqrt(d) * rng.standard_normal((c.n_items, d)))
-    author_weight = 1.0 / np.arange(1, c.n_authors + 1) ** 1.1
+    author_weight = 1.0 / np.arange(1, c.n_authors + 1) ** c.author_zipf
     author = rng.choice(c.n_authors, size=c.n_items, p=author_weight / author_weight.sum())
-    author_quality = rng.normal(0.0, 0.5, size=c.n_authors)
-    quality = author_quality[author] + rng.normal(0.0, np.sqrt(0.75), size=c.n_items)
+    author_quality = rng.normal(0.0, np.sqrt(c.author_quality_share), size=c.n_authors)
+    quality = author_quality[author] + rng.normal(0.0, np.sqrt(1.0 - c.author_quality_share), size=c.n_items)
     quality = (quality - quality.mean()) / quality.std()
     rho = c.clickbait_corr
     attract = rho * quality + np.sqrt(1.0 - rho ** 2) * rng.standard_normal(c.n_items)
@@ -276,7 +276,8 @@ def _generate_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     issue = np.empty((c.n_items, len(ISSUE_TYPES)))
     for j in range(len(ISSUE_TYPES)):
         flagged = rng.random(c.n_items) < c.issue_item_share
-        issue[:, j] = np.where(flagged, rng.beta(2.0, 3.0, c.n_items), rng.beta(0.5, 200.0, c.n_items))
+        issue[:, j] = np.where(flagged, rng.beta(*c.issue_flagged_beta, c.n_items),
+                               rng.beta(*c.issue_background_beta, c.n_items))
     return Catalog(l1=l1, l2=l2, leaf=leaf, author=author.astype(np.int32),
                    duration=duration.astype(np.float32), topic=topic.astype(np.float32),
                    quality=quality.astype(np.float32), attractiveness=attract.astype(np.float32),
@@ -294,10 +295,10 @@ def _generate_users(config: SimConfig, catalog: Catalog, rng: np.random.Generato
     willingness = rng.beta(u.willingness_mean * u.willingness_concentration,
                            (1.0 - u.willingness_mean) * u.willingness_concentration, n)
     random_responder = rng.random(n) < u.random_responder_share
-    sensitivity = rng.gamma(2.0, u.issue_sensitivity_mean / 2.0, n)
-    activity = rng.gamma(2.0, u.activity_mean / 2.0, n)
-    patience = u.patience_median_s * np.exp(0.5 * rng.standard_normal(n))
-    tenure = np.floor(rng.exponential(200.0, n) * (0.5 + activity / u.activity_mean)).astype(np.int32)
+    sensitivity = rng.gamma(u.issue_sensitivity_shape, u.issue_sensitivity_mean / u.issue_sensitivity_shape, n)
+    activity = rng.gamma(u.activity_shape, u.activity_mean / u.activity_shape, n)
+    patience = u.patience_median_s * np.exp(u.patience_user_sigma * rng.standard_normal(n))
+    tenure = np.floor(rng.exponential(u.tenure_scale_days, n) * (0.5 + activity / u.activity_mean)).astype(np.int32)
     return Population(interests=interests.astype(np.float32), weights=weights, willingness=willingness,
                       random_responder=random_responder, sensitivity=sensitivity, activity=activity,
                       patience=patience, tenure_days=tenure)

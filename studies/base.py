@@ -37,6 +37,7 @@ like every satbed config: an unknown key is an error that names it.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import pkgutil
@@ -52,7 +53,8 @@ from typing import Any
 import pandas as pd
 
 from simulator.atomic import atomic_write_text
-from simulator.config import ConfigError, SimConfig, _f, dump_toml, from_dict, to_dict, with_overrides
+from simulator.config import ConfigError, SimConfig, _f, deep_merge, dump_toml, from_dict, read_toml, set_dotted, \
+    to_dict, with_overrides, world_key
 from studies.sweep import Cell, Executor, PoolExecutor, SweepResult, run_sweep
 
 VARIANTS = ("fast", "default", "full")
@@ -166,18 +168,14 @@ def get_study(name: str) -> Study:
 
 
 # ----------------------------------------------------------------------------- configs
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``update`` merged in: tables merge key by key, anything else is replaced."""
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
-
-
 def load_config(study: Study, *, variant: str = "default", path: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Any:
     """The study's config: the TOML file's top level, with the ``[fast]`` / ``[full]`` table
     merged in for those variants, then the dotted ``overrides`` (e.g. ``{"seeds": [0]}``).
+
+    The merging happens on the file's tables, before the config is built, so a world's
+    ``scenario = "NAME"`` key (``[world]``, ``[fast.world]`` or ``world.scenario`` in ``overrides``)
+    sets the base that every explicit world key, wherever it comes from, overrides.
 
     Args:
         study: the study.
@@ -188,12 +186,7 @@ def load_config(study: Study, *, variant: str = "default", path: str | Path | No
     if variant not in VARIANTS:
         raise ConfigError(f"variant={variant!r} must be one of {', '.join(VARIANTS)}")
     path = Path(path) if path is not None else study.config_path
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    data = read_toml(path)
     tables = {v: data.pop(v, None) for v in ("fast", "full")}
     try:
         config = from_dict(study.config, data)
@@ -205,12 +198,16 @@ def load_config(study: Study, *, variant: str = "default", path: str | Path | No
             raise ConfigError(f"{path} has no [{variant}] table, so it has no {variant} variant")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{variant}] must be a table of overrides")
+        data = deep_merge(data, table)
         try:
-            config = from_dict(study.config, deep_merge(to_dict(config), table))
+            config = from_dict(study.config, data)
         except ConfigError as err:
             raise ConfigError(f"{path} [{variant}]: {err}") from None
     if overrides:
-        config = with_overrides(config, dict(overrides))
+        data = copy.deepcopy(data)
+        for key, value in overrides.items():
+            set_dotted(data, key, value)
+        config = from_dict(study.config, data)
     return config
 
 
@@ -481,6 +478,11 @@ def cli_study(args: Any) -> int:
         if "seeds" not in {f.name for f in fields(study.config)}:
             raise ConfigError(f"study {study.name!r} has no seeds list; set its config instead (--set KEY=VALUE)")
         overrides["seeds"] = parse_seeds(args.seeds)
+    if getattr(args, "scenario", None):
+        key = world_key(study.config)
+        if not key:
+            raise ConfigError(f"study {study.name!r} has no world table, so it cannot take --scenario")
+        overrides[f"{key}.scenario"] = args.scenario
     config = load_config(study, variant=variant, path=args.config, overrides=overrides)
     if args.print_config:
         import tomli_w

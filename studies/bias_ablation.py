@@ -19,8 +19,7 @@ Its observation probability factorises as
 ``pscore = true_p_show x (1 - inappropriate_share) x P(submit | shown)``: the first two factors
 are the platform's own exposure design (known exactly), the last is either the survey-submit
 model's fitted prediction (``propensity = fitted``: the A/B pipeline's model,
-:func:`simulator.metrics.submit_weights`, inverse weights capped at 20, from observable
-behaviour only) or the simulator's true ``true_p_submit`` (``propensity = true``: what no
+:func:`simulator.metrics.submit_propensity`, from observable behaviour only, not clipped) or the simulator's true ``true_p_submit`` (``propensity = true``: what no
 platform has). Estimators (:mod:`estimators.rates`): ``naive`` (respondents' like share, USM
 Eq. 1), ``ips`` (SAQRec Eq. 4), ``snips``, ``dr`` (imputation: a logistic like-model fitted on
 the respondents' observable behaviour: watch fraction, like/share/comment/follow,
@@ -51,14 +50,14 @@ import pandas as pd
 
 from estimators import LogisticPropensity, doubly_robust, ips, naive, snips, usm_debiased_rate
 from simulator.config import ConfigError, SimConfig, _f, from_dict, to_dict, with_overrides
-from simulator.metrics import ISSUE_ANSWERS, submit_weights
+from simulator.metrics import ISSUE_ANSWERS, submit_propensity
 from simulator.schema import NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK
 from studies.base import Summary, check_seeds, register_study, study_main
 from studies.reporting import COLORS, band_plot, markdown_table, mean_ci, num, save_figure
 from studies.sweep import Cell
 
 NAME = "bias_ablation"
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: fitted submit model with session depth, not clipped
 KNOBS = {
     "base_rate": "questionnaire.base_rate",
     "targeting": "questionnaire.targeting",
@@ -138,8 +137,9 @@ def estimate_rows(imp: pd.DataFrame, users: pd.DataFrame, world: SimConfig, *, a
     submitted = imp["survey_submitted"].to_numpy(bool)
     answer = imp["survey_answer"].astype(object).to_numpy()
     p_show = imp["true_p_show"].to_numpy(float)
-    weights = submit_weights(imp, users)                            # 1 / p̂(submit | shown), capped
-    p_fitted = np.where(shown, 1.0 / np.maximum(weights, 1.0), 1.0)
+    # p̂(submit | shown), not clipped: the A/B metrics cap its inverse at 20 to bound variance,
+    # which biases a rate down wherever willingness is low (clipped IPS is another estimator)
+    p_fitted = np.where(shown, submit_propensity(imp, users), 1.0)
     p_true = np.where(shown, imp["true_p_submit"].to_numpy(float), 1.0)
     rows = []
 
