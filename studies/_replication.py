@@ -380,3 +380,112 @@ def combine(checks: list[bool]) -> bool | None:
     """True if every check holds, False if none does, None (mixed) otherwise."""
     return True if all(checks) else False if not any(checks) else None
 
+
+
+# ----------------------------------------------------------------------------- claims (the scorecard)
+
+CLAIM_VERDICTS = ("holds", "does not hold", "not testable")
+"""What :func:`claim_rows` says of a claim: its interval lies wholly on the claimed side of 0; it
+does not; or the config does not measure it (a row or bucket not configured, one seed, no value)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One directional claim of a paper, read off a replication's own tables (``studies.scorecard``).
+
+    Attributes:
+        label: the claim in a few words, e.g. ``"T3: SAQRec > SASRec on NDCG@10"``.
+        part: ``"offline"``: the difference of two offline rows, seed by seed, with a Student-t
+            interval over the seeds (one world each); ``"online"``: the treatment bucket's pooled
+            lift vs the control (the study's lift table), or, when ``baseline`` is another bucket,
+            the difference of the two buckets' lifts.
+        metric: the offline metric or the A/B metric.
+        treatment: the offline row or online bucket the claim is about.
+        baseline: the row or bucket it is compared with (online: the control or another bucket).
+        direction: +1 if the claim puts the treatment above the baseline, -1 below.
+        absolute: offline: compare ``|value|`` (calibration, where nearer 0 is better).
+    """
+    label: str
+    part: str
+    metric: str
+    treatment: str
+    baseline: str
+    direction: int = 1
+    absolute: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("part", self.part, ("offline", "online"))
+        if self.direction not in (1, -1):
+            raise ValueError(f"direction={self.direction!r} must be +1 or -1")
+
+
+def _offline_claim(claim: Claim, config: ReplicationConfig, by_seed: pd.DataFrame) -> dict:
+    """Per-seed difference treatment - baseline (of |value| with ``absolute``), mean and t interval."""
+    from studies.offline import RANK_METRICS
+    from studies.reporting import mean_ci
+    name = claim.metric.upper() if claim.metric in OFFLINE_METRICS else claim.metric
+    row = {"measure": f"Δ |{name}|" if claim.absolute else f"Δ {name}", "unit": "difference"}
+    if claim.metric in RANK_METRICS:
+        row["claim"] = f"{claim.label} (next {config.target.replace('_', ' ')})"
+    rows = [p.name for p in config.offline]
+    if claim.treatment not in rows or claim.baseline not in rows or claim.metric not in config.offline_metrics:
+        return {**row, "reason": "not configured"}
+    t = by_seed[by_seed["metric"] == claim.metric].pivot_table(index="seed", columns="policy", values="value",
+                                                               aggfunc="mean")
+    pair = t.reindex(columns=[claim.treatment, claim.baseline]).dropna()
+    f = np.abs if claim.absolute else (lambda v: v)
+    effect, low, high, n = mean_ci(f(pair[claim.treatment]) - f(pair[claim.baseline]), config.alpha)
+    return {**row, "effect": effect, "ci_low": low, "ci_high": high, "n": n,
+            "reason": "one seed: no CI" if n == 1 else "no value" if n == 0 else ""}
+
+
+def _online_claim(claim: Claim, config: ReplicationConfig, pooled: pd.DataFrame | None) -> dict:
+    """The treatment's pooled lift vs the control, or its difference from another bucket's lift."""
+    name = claim.metric.upper() if claim.metric in ("aut", "avt", "p2n") else claim.metric
+    row = {"measure": f"{name} lift vs {config.control}" if claim.baseline == config.control
+           else f"{name} lift - {claim.baseline}'s (both vs {config.control})", "unit": "lift"}
+    buckets = [p.name for p in config.online]
+    if pooled is None or claim.treatment not in buckets or claim.baseline not in buckets \
+            or claim.metric not in config.online_metrics:
+        return {**row, "reason": "not configured"}
+    p = pooled[pooled["metric"] == claim.metric].set_index("policy")
+    r = p.loc[claim.treatment]
+    n = int(r["seeds"])
+    if claim.baseline == config.control:
+        effect, low, high = float(r["lift"]), float(r["lift_low"]), float(r["lift_high"])
+    else:
+        # both lifts share the control bucket, so their errors are positively correlated and the
+        # independent-errors interval is conservative
+        b = p.loc[claim.baseline]
+        effect = float(r["lift"] - b["lift"])
+        half = z_value(config.alpha) * float(np.hypot(r["stderr"], b["stderr"]))
+        low, high = effect - half, effect + half
+    return {**row, "effect": effect, "ci_low": low, "ci_high": high, "n": n,
+            "reason": "" if np.isfinite(effect) else "no value"}
+
+
+def claim_rows(config: ReplicationConfig, summary: Summary, claims: tuple[Claim, ...], paper: str) -> list[dict]:
+    """One row per claim, measured on a replication's summary (what its ``summarise`` returned).
+
+    Each row: paper, claim, part, metric, treatment, baseline, measure, unit (``"difference"``: an
+    offline difference in the metric's own units; ``"lift"``: a relative A/B lift), direction
+    (+1 / -1), effect with its ``1 - alpha`` interval ``ci_low`` / ``ci_high``, n (seeds), holds
+    (:data:`CLAIM_VERDICTS`) and the reason where it is not testable.
+    """
+    by_seed = summary.tables.get("offline_by_seed", pd.DataFrame(columns=["seed", "policy", "metric", "value"]))
+    pooled = summary.tables.get("lifts")
+    out = []
+    for c in claims:
+        row = {"paper": paper, "claim": c.label, "part": c.part, "metric": c.metric, "treatment": c.treatment,
+               "baseline": c.baseline, "direction": c.direction, "effect": float("nan"), "ci_low": float("nan"),
+               "ci_high": float("nan"), "n": 0}
+        row.update(_offline_claim(c, config, by_seed) if c.part == "offline" else _online_claim(c, config, pooled))
+        low, high = c.direction * row["ci_low"], c.direction * row["ci_high"]
+        if not (np.isfinite(low) and np.isfinite(high)):
+            row["holds"] = "not testable"
+        else:
+            row["holds"] = "holds" if min(low, high) > 0 else "does not hold"
+            row["reason"] = ("CI on the claimed side of 0" if min(low, high) > 0 else
+                             "CI on the other side of 0" if max(low, high) < 0 else "CI includes 0")
+        out.append(row)
+    return out

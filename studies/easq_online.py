@@ -64,6 +64,23 @@ def summarise(config: R.ReplicationConfig, table: pd.DataFrame, out: Path) -> Su
     return R.summarise(config, table, out, verdict=verdict, labels=LABELS, headline=headline)
 
 
+PAPER = "EASQ (2026)"
+CLAIMS = (
+    R.Claim("online learning raises oracle satisfaction (EASQ vs offline-only)", "online", "oracle_satisfaction",
+            "easq", "easq_offline"),
+    R.Claim("online learning raises the debiased survey like rate", "online", "survey_like_rate_debiased", "easq",
+            "easq_offline"),
+    R.Claim("EASQ > w/o LoRA on oracle satisfaction", "online", "oracle_satisfaction", "easq", "easq_wo_lora"),
+    R.Claim("EASQ > w/o DPO on oracle satisfaction", "online", "oracle_satisfaction", "easq", "easq_wo_dpo"),
+)
+"""The directions the verdict tests; one row each in ``studies.scorecard``."""
+
+
+def claim_rows(config: R.ReplicationConfig, summary: Summary) -> list[dict]:
+    """:data:`CLAIMS` measured on this study's summary (:func:`studies._replication.claim_rows`)."""
+    return R.claim_rows(config, summary, CLAIMS, PAPER)
+
+
 STUDY = register_study(
     NAME, "EASQ online vs offline-only vs w/o LoRA vs w/o DPO in one A/B test: daily oracle satisfaction, survey "
           "like rate, AUT",

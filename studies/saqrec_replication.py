@@ -71,6 +71,22 @@ def summarise(config: R.ReplicationConfig, table: pd.DataFrame, out: Path) -> Su
     return R.summarise(config, table, out, verdict=verdict, labels=LABELS, headline=headline)
 
 
+PAPER = "SAQRec (CIKM'24)"
+CLAIMS = (
+    R.Claim("T3: SAQRec > SASRec on NDCG@10", "offline", "ndcg@10", "saqrec", "sasrec"),
+    R.Claim("T3: SAQRec > SASRec on MRR", "offline", "mrr", "saqrec", "sasrec"),
+    *(R.Claim(f"T3: SAQRec > {LABELS[a]} on NDCG@10", "offline", "ndcg@10", "saqrec", a) for a in ABLATIONS),
+    *(R.Claim(f"T4: SAQRec raises {m.upper()} vs production", "online", m, "saqrec", "production")
+      for m in ("aut", "avt", "p2n")),
+)
+"""The directions the verdict tests, one row each in ``studies.scorecard``."""
+
+
+def claim_rows(config: R.ReplicationConfig, summary: Summary) -> list[dict]:
+    """:data:`CLAIMS` measured on this study's summary (:func:`studies._replication.claim_rows`)."""
+    return R.claim_rows(config, summary, CLAIMS, PAPER)
+
+
 STUDY = register_study(
     NAME, "SAQRec vs its four ablations and SASRec / SASRec-N: offline Table 3 metrics and an A/B test vs "
           "production (Table 4: AUT, AVT, P2N)",

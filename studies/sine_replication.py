@@ -101,6 +101,24 @@ def summarise(config: R.ReplicationConfig, table: pd.DataFrame, out: Path) -> Su
     return summary
 
 
+PAPER = "SINE (RecSys'23)"
+CLAIMS = (
+    *(R.Claim(f"T3: SINE > {LABELS[b]} on {m.upper()}", "offline", m, "sine", b)
+      for b in ("sasrec", "sasrec_n") for m in ("auc", "gauc")),
+    R.Claim("T3: SINE > SASRec on NDCG@2", "offline", "ndcg@2", "sine", "sasrec"),
+    R.Claim("T4: SINE > w/o AF on AUC", "offline", "auc", "sine", "sine_wo_af"),
+    R.Claim("T4: SINE > w/o NF on AUC", "offline", "auc", "sine", "sine_wo_nf"),
+    R.Claim("Fig. 4: K = 4 sub-interests > K = 1 on AUC", "offline", "auc", "sine", "sine_k1"),
+)
+"""The directions the verdict tests (the K sweep as SINE's K = 4 against K = 1), plus Table 3's
+NDCG@2; one row each in ``studies.scorecard``."""
+
+
+def claim_rows(config: R.ReplicationConfig, summary: Summary) -> list[dict]:
+    """:data:`CLAIMS` measured on this study's summary (:func:`studies._replication.claim_rows`)."""
+    return R.claim_rows(config, summary, CLAIMS, PAPER)
+
+
 STUDY = register_study(
     NAME, "SINE vs SASRec / SASRec-N, w/o AF, w/o NF and the number of sub-interests K: AUC, GAUC, NDCG@2 "
           "(Tables 3-4, Fig. 4)",

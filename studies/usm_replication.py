@@ -156,6 +156,29 @@ def summarise(config: R.ReplicationConfig, table: pd.DataFrame, out: Path) -> Su
     return R.summarise(config, table, out, verdict=verdict, labels=LABELS, headline=headline)
 
 
+PAPER = "USM (2024)"
+DEBIASED = ("debias", "distill", "distill_debias")
+CLAIMS = (
+    *(R.Claim(f"T1: {LABELS[v]} > baseline on dislike AUC", "offline", "dislike_auc", v, "baseline")
+      for v in DEBIASED),
+    *(R.Claim(f"T2: {LABELS[v]} better calibrated than baseline (every shown questionnaire)", "offline",
+              "dislike_cal_shown", v, "baseline", direction=-1, absolute=True) for v in DEBIASED),
+    *(R.Claim(f"T3: {LABELS[v]} > baseline on Nfb UAUC (dislike head)", "offline", "nfb_dislike", v, "baseline")
+      for v in DEBIASED),
+    *(R.Claim(f"Fig. 5-6: USM lowers the {what} vs engagement only", "online", m, "distill_debias", "engagement",
+              direction=-1)
+      for m, what in (("survey_issue_rate_debiased", "debiased survey issue rate"), ("dislike_rate", "dislike rate"),
+                      ("report_rate", "report rate"))),
+)
+"""The directions the verdict tests (online: the full USM, distillation + response debias), plus
+Table 3's Neg-feedback UAUC; one row each in ``studies.scorecard``."""
+
+
+def claim_rows(config: R.ReplicationConfig, summary: Summary) -> list[dict]:
+    """:data:`CLAIMS` measured on this study's summary (:func:`studies._replication.claim_rows`)."""
+    return R.claim_rows(config, summary, CLAIMS, PAPER)
+
+
 STUDY = register_study(
     NAME, "USM baseline / response debias / distillation / both: AUC, calibration, UAUC offline; survey issue, "
           "dislike and report rates online (Tables 1-3, Fig. 5-6)",
