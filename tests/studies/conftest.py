@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 STUDIES = ("aa_validity", "bias_ablation", "head_to_head", "offline_online", "saqrec_replication", "sine_replication",
-           "usm_replication", "easq_online", "positive_control")
+           "usm_replication", "easq_online", "positive_control", "response_parts", "questionnaire_value")
 
 
 @pytest.fixture(scope="session")

@@ -196,13 +196,19 @@ def test_positive_control_pools_each_pair_over_runs(fast_run):
     z = z_value(0.05)
     for (pair, metric), r in pooled.iterrows():
         g = runs[(runs["bucket"] == pair) & (runs["metric"] == metric)]
-        assert len(g) == 2 and r["runs"] == 2 and r["seeds"] == 1
+        assert len(g) == 2 and r["seeds"] == 1
+        # a run whose ratio is undefined in this tiny world (no negative feedback in an arm) does not count
+        g = g[np.isfinite(g["lift"].astype(float))]
+        assert r["runs"] == len(g) and (len(g) == 2 or metric != "oracle_satisfaction")
+        if len(g) < 2:
+            continue
         # one world: its two runs share the users, so the pooled lift is their mean and its error
         # keeps the runs' own sampling variance (not halved) plus their spread over 2
         se = ((g["lift_ci_high"] - g["lift_ci_low"]) / (2 * z)).to_numpy(float)
-        assert r["lift"] == pytest.approx(g["lift"].mean(), rel=1e-9)
-        assert r["stderr"] == pytest.approx(np.sqrt(np.mean(se ** 2) + g["lift"].var(ddof=1) / 2), rel=1e-9)
-        assert r["sd_policy_seed"] == pytest.approx(g["lift"].std(ddof=1), rel=1e-9)
+        # (rel 1e-8: the CSVs keep 10 significant digits)
+        assert r["lift"] == pytest.approx(g["lift"].mean(), rel=1e-8)
+        assert r["stderr"] == pytest.approx(np.sqrt(np.mean(se ** 2) + g["lift"].var(ddof=1) / 2), rel=1e-8)
+        assert r["sd_policy_seed"] == pytest.approx(g["lift"].std(ddof=1), rel=1e-8)
         assert np.isnan(r["sd_world_seed"])                                       # one world seed
     # the verdict's family is the oracle satisfaction of the three pairs, Holm-corrected
     target = pooled.xs("oracle_satisfaction", level="metric")
@@ -213,3 +219,27 @@ def test_positive_control_pools_each_pair_over_runs(fast_run):
     facts = pd.read_csv(out / "cells.csv")
     answered = facts.loc[facts["kind"] == "run", "answered_per_effective_view"]
     assert (answered > 0.05).all()
+
+
+def test_response_parts_shares_add_up(fast_run):
+    out = fast_run("response_parts")
+    parts = pd.read_csv(out / "table.csv")
+    cells = pd.read_csv(out / "cells.csv")
+    # engaged_response has willingness and engagement on: 2^2 combinations x 1 seed
+    assert sorted(cells["on"].unique()) == ["engagement", "none", "willingness", "willingness+engagement"]
+    for _, g in parts.groupby(["scenario", "estimator", "propensity"]):
+        g = g.set_index("part")
+        shapley = g.loc[["willingness", "engagement", "self_masking", "random_responders"], "bias"]
+        assert shapley.sum() == pytest.approx(g.loc["all", "bias"] - g.loc["none", "bias"], abs=1e-9)  # CSV digits
+        assert g.loc["self_masking", "bias"] == 0 and g.loc["random_responders", "bias"] == 0
+
+
+def test_questionnaire_value_reaches_its_answered_rates(fast_run):
+    out = fast_run("questionnaire_value")
+    table = pd.read_csv(out / "table.csv")
+    assert sorted(table["target_rate"].unique()) == [0.01, 0.1]
+    # the pilot turns a target rate into a base rate: the pre-period realises it within 15%
+    by_rate = table.groupby("target_rate")["answered_rate"].first()
+    assert np.allclose(by_rate.to_numpy(), by_rate.index.to_numpy(), rtol=0.15)
+    assert set(table["pair"]) == {"saqrec vs sasrec"}
+    assert ((table["lift_low"] <= table["lift"]) & (table["lift"] <= table["lift_high"])).all()
