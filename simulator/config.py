@@ -260,6 +260,11 @@ class QuestionnaireConfig:
         check_probability("neutral_share", self.neutral_share)
         check_probability("adults_only_share", self.adults_only_share)
 
+    @property
+    def engagement_on(self) -> bool:
+        """Whether the response model's engagement part is on (any of its three knobs non-zero)."""
+        return bool(self.response_watch or self.response_feedback or self.response_depth)
+
 
 @dataclass(frozen=True, slots=True)
 class PlatformConfig:

@@ -341,8 +341,7 @@ class Platform:
 
     def _engagement(self, beh, items: np.ndarray, users: np.ndarray, j: np.ndarray) -> Engagement:
         """The observable inputs of the response model's engagement part, per impression (B*k)."""
-        if not (self.config.questionnaire.response_watch or self.config.questionnaire.response_feedback
-                or self.config.questionnaire.response_depth):
+        if not self.config.questionnaire.engagement_on:
             return Engagement.none(len(items))
         feedback = sum(getattr(beh, c).astype(np.int64) for c in (*POSITIVE_FEEDBACK, *NEGATIVE_FEEDBACK))
         depth = (self.session_items[users][:, None] + j[None, :]).ravel()
@@ -405,9 +404,9 @@ class Platform:
         # state updates
         page_time = np.where(served, watch, 0.0).sum(axis=1)
         self.session_elapsed[users] += page_time
-        self.session_items[users] += served.sum(axis=1)
-        self.shown_today[users] += shown.sum(axis=1)
         n_served = served.sum(axis=1)
+        self.session_items[users] += n_served
+        self.shown_today[users] += shown.sum(axis=1)
         # carry fatigue past the served items: decay by the page length, add each item decayed
         weight = np.where(served, fatigue_decay ** np.maximum(n_served[:, None] - 1 - j[None, :], 0), 0.0)
         counts = np.zeros((b, self.fatigue.shape[1]))

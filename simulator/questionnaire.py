@@ -107,7 +107,7 @@ class Engagement:
 
 def engagement_logit(config: QuestionnaireConfig, engagement: Engagement) -> np.ndarray | float:
     """The engagement part of the submit logit (0.0 when its three knobs are 0)."""
-    if not (config.response_watch or config.response_feedback or config.response_depth):
+    if not config.engagement_on:
         return 0.0
     return (config.response_watch * engagement.watch_fraction
             + config.response_feedback * engagement.feedback_events

@@ -41,11 +41,11 @@ import pandas as pd
 from simulator.config import ConfigError, SimConfig, _f, dump_toml, to_dict, with_overrides
 from simulator.experiment import describe_learning
 from simulator.metrics import METRICS_BY_NAME
+from simulator.scenarios import sized_scenario
 from studies.base import Summary, register_study, study_main
 from studies.head_to_head import pooled_lifts
 from studies.positive_control import PositiveControlConfig
 from studies.reporting import COLORS, band_plot, markdown_table, pct, save_figure
-from studies.response_parts import sized_scenario
 from studies.sweep import Cell
 
 NAME = "questionnaire_value"

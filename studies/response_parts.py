@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.config import ConfigError, SimConfig, _f, to_dict, with_overrides
+from simulator.scenarios import sized_scenario
 from studies.base import Summary, check_seeds, register_study, study_main
 from studies.reporting import COLORS, markdown_table, mean_ci, num, save_figure
 from studies.sweep import Cell
@@ -82,13 +83,6 @@ class ResponsePartsConfig:
         """The parts that are on in the scenario (switching them off changes the world)."""
         full = self.world_for(scenario, tuple(PARTS))
         return tuple(p for p in PARTS if self.world_for(scenario, tuple(q for q in PARTS if q != p)) != full)
-
-
-def sized_scenario(scenario: str, like: SimConfig, overrides: dict | None = None) -> SimConfig:
-    """The named scenario with the size of ``like`` (users, items, days), then ``overrides``."""
-    from simulator.scenarios import load_scenario
-    return load_scenario(scenario, {"users.n_users": like.users.n_users, "catalog.n_items": like.catalog.n_items,
-                                    "platform.days": like.platform.days, **(overrides or {})})
 
 
 def run_cell(params: dict, seed: int) -> list[dict]:

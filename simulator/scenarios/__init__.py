@@ -202,6 +202,12 @@ def load_scenario(name: str, overrides: Mapping[str, Any] | None = None) -> SimC
     return get_scenario(name).config(overrides)
 
 
+def sized_scenario(name: str, like: SimConfig, overrides: Mapping[str, Any] | None = None) -> SimConfig:
+    """Scenario ``name`` at the size of ``like`` (its users, items and days), then ``overrides``."""
+    return load_scenario(name, {"users.n_users": like.users.n_users, "catalog.n_items": like.catalog.n_items,
+                                "platform.days": like.platform.days, **(overrides or {})})
+
+
 # ----------------------------------------------------------------------------- scale models
 EXTENSIVE = ("users.n_users", "catalog.n_items", "catalog.n_authors", "platform.popular_pool")
 """The sizes a scale model divides; every rate (per user, per item, per day) stays as it is."""

@@ -120,7 +120,7 @@ def test_fitted_submit_model_removes_engagement_bias_but_not_self_masking(tmp_pa
     assert abs(mean["snips"]) < 2 * se["snips"], (mean, se)
     assert mean["naive"] > 3 * se["naive"], (mean, se)          # engaged respondents are more satisfied
 
-    seeds = range(8)
+    seeds = range(5)                                    # paired steps are large: 5 worlds show them
     residual = {rb: _satisfaction_errors(tmp_path, {**mar, "questionnaire.response_bias": rb}, seeds)["ips"]
                 for rb in (1.0, 2.0)}
     residual[0.0] = err["ips"].loc[list(seeds)]

@@ -3,6 +3,7 @@ numbers, its default world is each study's own config, and bad configs are refus
 from __future__ import annotations
 
 import importlib
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from simulator.config import ConfigError
 from studies import _replication as R
 from studies.base import PolicySpec, Summary, get_study, load_config, run_study
 from studies.scorecard import COLUMNS, VERDICTS, ScorecardConfig, ScorecardEntry
-from studies.sweep import PoolExecutor
+from studies.sweep import CACHE_DIR, PoolExecutor
 
 STUDIES = ("saqrec_replication", "usm_replication", "sine_replication", "easq_online")
 RTOL, ATOL = 1e-6, 1e-9          # the CSVs' 10 significant digits (as the golden tables)
@@ -25,11 +26,17 @@ def claims_of(name: str) -> tuple[R.Claim, ...]:
 
 
 @pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    """The fast variant, run once (10 cells on a 2-worker pool: about a minute on an idle machine)."""
+def fast(tmp_path_factory, fast_run):
+    """The fast variant, run once (10 cells on a 2-worker pool). Its default-world cells are the
+    studies' own fast cells (same cache keys), so they are copied from the golden tests' runs and
+    only the premise worlds run here."""
     study = get_study("scorecard")
     config = load_config(study, variant="fast")
     out = tmp_path_factory.mktemp("scorecard") / "results"
+    (out / CACHE_DIR).mkdir(parents=True)
+    for name in STUDIES:
+        for cached in (fast_run(name) / CACHE_DIR).glob("*.json"):
+            shutil.copy(cached, out / CACHE_DIR / cached.name)
     run_study(study, config, out, PoolExecutor(workers=2), progress=False, variant="fast")
     return config, out, pd.read_csv(out / "table.csv")
 
