@@ -369,15 +369,22 @@ def lifts_against(run_dir: str | Path, config: ExperimentConfig,
     """``{reference: the overall lift table of every bucket of a finished run against it}``
     (``lifts.csv`` holds it against the control), from one read of the logs: every treatment arm
     is randomised against every other, so any two arms of one run make a valid A/B comparison."""
-    out = Path(run_dir)
     names = [b.name for b in config.buckets]
     for reference in references:
         if reference not in names:
             raise ConfigError(f"reference={reference!r} is not a bucket; buckets: {', '.join(names)}")
+    overall = bucket_sums(run_dir, config)
+    return {r: lift_table(overall, r, alpha=config.alpha, correction=config.correction) for r in references}
+
+
+def bucket_sums(run_dir: str | Path, config: ExperimentConfig) -> dict[str, pd.DataFrame]:
+    """``{bucket: per-user sums over the experiment days}`` of a finished run, every assigned user
+    (intent to treat), as its own analysis makes them (:func:`simulator.metrics.user_sums`)."""
+    out = Path(run_dir)
     users = pd.read_parquet(out / "users.parquet")
     assignment = assign_buckets(len(users), [b.share for b in config.buckets], config.salt)
-    overall, _ = _bucket_sums(out, config, names, assignment, users, daily=False)
-    return {r: lift_table(overall, r, alpha=config.alpha, correction=config.correction) for r in references}
+    overall, _ = _bucket_sums(out, config, [b.name for b in config.buckets], assignment, users, daily=False)
+    return overall
 
 
 def default_out(prefix: str, seed: int) -> Path:

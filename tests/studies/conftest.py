@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 STUDIES = ("aa_validity", "bias_ablation", "head_to_head", "offline_online", "saqrec_replication", "sine_replication",
-           "usm_replication", "easq_online", "positive_control", "response_parts", "questionnaire_value")
+           "usm_replication", "easq_online", "positive_control", "response_parts", "questionnaire_value",
+           "serving_frontier")
 
 
 @pytest.fixture(scope="session")

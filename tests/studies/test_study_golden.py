@@ -243,3 +243,51 @@ def test_questionnaire_value_reaches_its_answered_rates(fast_run):
     assert np.allclose(by_rate.to_numpy(), by_rate.index.to_numpy(), rtol=0.15)
     assert set(table["pair"]) == {"saqrec vs sasrec"}
     assert ((table["lift_low"] <= table["lift"]) & (table["lift"] <= table["lift_high"])).all()
+
+
+def test_serving_frontier_points_twins_and_pareto(fast_run):
+    from estimators import adjust_pvalues
+    out = fast_run("serving_frontier")
+    front = pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""])
+    cells = pd.read_csv(out / "cells.csv", keep_default_na=False, na_values=[""])
+    buckets = ["sasrec", "saqrec_w0", "saqrec_w3", "usm_w0", "usm_w1", "easq_w0", "easq_w1"]
+    assert front["bucket"].tolist() == buckets and (front["runs"] == 1).all()
+    # every bucket is measured once per run and metric; every non-twin point has one lift per metric
+    points, lifts = cells[cells["kind"] == "point"], cells[cells["kind"] == "lift"]
+    for _, g in points.groupby(["scenario", "seed", "policy_seed", "metric"]):
+        assert sorted(g["bucket"]) == sorted(buckets)
+    assert sorted(set(lifts["bucket"])) == ["easq_w1", "saqrec_w0", "saqrec_w3", "usm_w1"]
+    assert lifts.groupby(["bucket", "metric"]).size().eq(1).all()
+    # each family's twin: sasrec for SAQRec, the weight-0 point for USM and EASQ, whose lift is 0 by definition
+    twins = front[front["is_twin"]].set_index("bucket")
+    assert sorted(twins.index) == ["easq_w0", "sasrec", "usm_w0"]
+    for m in ("oracle_satisfaction", "aut"):
+        assert (twins[[f"{m}_lift", f"{m}_lift_low", f"{m}_lift_high"]] == 0).all().all()
+    assert dict(zip(front["bucket"], front["twin"].fillna(""))) == {
+        "sasrec": "", "saqrec_w0": "sasrec", "saqrec_w3": "sasrec", "usm_w0": "usm_w0", "usm_w1": "usm_w0",
+        "easq_w0": "easq_w0", "easq_w1": "easq_w0"}
+    assert front.groupby("family")["is_paper"].sum().to_dict() == {"easq": 1, "saqrec": 1, "usm": 1}
+    # one run: the pooled values are the run's; a lift's arms are the absolute values of its two buckets
+    value = points.set_index(["bucket", "metric"])["value"]
+    for r in lifts.itertuples():
+        assert r.treatment == pytest.approx(value[(r.bucket, r.metric)], rel=1e-8)
+        assert r.control == pytest.approx(value[(r.twin, r.metric)], rel=1e-8)
+        row = front.set_index("bucket").loc[r.bucket]
+        assert row[f"{r.metric}_lift"] == pytest.approx(r.lift, rel=1e-8)
+        assert row[f"{r.metric}_lift"] == pytest.approx(r.treatment / r.control - 1, rel=1e-6)
+    for r in front.itertuples():
+        assert r.aut == pytest.approx(value[(r.bucket, "aut")], rel=1e-8)
+        assert r.aut_low < r.aut < r.aut_high
+    # the verdict's family: oracle satisfaction of every non-twin point, Holm-corrected
+    tested = front[~front["is_twin"]]
+    assert np.allclose(tested["oracle_satisfaction_p_adjusted"],
+                       adjust_pvalues(tested["oracle_satisfaction_p"].to_numpy(), "holm"))
+    assert twins["oracle_satisfaction_p_adjusted"].isna().all()
+    # Pareto, recomputed pair by pair: efficient <=> no other point is >= on both axes and > on one
+    x, y = front["oracle_satisfaction"].to_numpy(), front["aut"].to_numpy()
+    for i, efficient in enumerate(front["pareto"]):
+        dominated = any(x[j] >= x[i] and y[j] >= y[i] and (x[j] > x[i] or y[j] > y[i]) for j in range(len(x)))
+        assert efficient == (not dominated)
+    assert front["pareto"].any()
+    assert (out / "frontier.png").stat().st_size > 10_000 and (out / "experiment.toml").exists()
+    assert "## The frontier" in (out / "report.md").read_text()
