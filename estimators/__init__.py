@@ -9,7 +9,12 @@ Modules, one concept each:
     rates        questionnaire / satisfaction rates: naive, IPS, clipped IPS, SNIPS, DR, USM Eq. 13
     propensity   fitted exposure and survey-submit propensity models
     calibration  USM Eq. 10, reliability table, ECE
-    ope          off-policy value of a ranking policy (item-position and slate level)
+    ope          off-policy value of a ranking policy: IPS, SNIPS, DM, DR, SNDR, Switch-DR, DRos
+                 (item-position) and standard, independent, RIPS, SNRIPS (slate)
+    registry     the OPE estimator protocol: OPEData (standard named arrays) and the registry
+    checks       check_estimator: bias, RMSE and interval coverage against known truths
+    synthetic    seeded synthetic OPE datasets with an exactly known target value
+    obp_adapter  to and from Open Bandit Pipeline's bandit_feedback dict
     ab           A/B statistics on user-randomised buckets
     ranking      HR@k, NDCG@k, MRR, AUC, GAUC, UAUC
 """
@@ -36,10 +41,35 @@ from .calibration import (
     expected_calibration_error,
     mean_calibration,
 )
-from .ope import ope_dr, ope_ips, ope_snips, slate_independent_ips, slate_standard_ips
+from .checks import CheckReport, check_estimator
+from .obp_adapter import BanditFeedback, from_bandit_feedback, to_bandit_feedback
+from .ope import (
+    ope_dm,
+    ope_dr,
+    ope_dros,
+    ope_ips,
+    ope_sndr,
+    ope_snips,
+    ope_switch_dr,
+    slate_independent_ips,
+    slate_rips,
+    slate_snrips,
+    slate_standard_ips,
+)
 from .propensity import LogisticPropensity, fit_exposure_propensity, fit_submit_propensity
 from .ranking import auc, gauc, hit_rate, mrr, ndcg, per_user_auc, uauc
 from .rates import clipped_ips, doubly_robust, ips, naive, snips, usm_debiased_rate
+from .registry import (
+    OPEData,
+    RegisteredEstimator,
+    UnknownEstimatorError,
+    get_estimator,
+    list_estimators,
+    make_estimator,
+    register_estimator,
+    standard_names,
+)
+from .synthetic import synthetic_ope_datasets
 
 __all__ = [
     # base
@@ -64,9 +94,31 @@ __all__ = [
     # off-policy evaluation
     "ope_ips",
     "ope_snips",
+    "ope_dm",
     "ope_dr",
+    "ope_sndr",
+    "ope_switch_dr",
+    "ope_dros",
     "slate_standard_ips",
     "slate_independent_ips",
+    "slate_rips",
+    "slate_snrips",
+    # OPE estimator protocol, registry and checker
+    "OPEData",
+    "standard_names",
+    "RegisteredEstimator",
+    "UnknownEstimatorError",
+    "register_estimator",
+    "make_estimator",
+    "get_estimator",
+    "list_estimators",
+    "CheckReport",
+    "check_estimator",
+    "synthetic_ope_datasets",
+    # Open Bandit Pipeline
+    "BanditFeedback",
+    "to_bandit_feedback",
+    "from_bandit_feedback",
     # A/B statistics
     "ABResult",
     "SRMResult",

@@ -140,3 +140,27 @@ def check_rng(rng: object) -> np.random.Generator:
             f"got {type(rng).__name__}"
         )
     return rng
+
+
+def as_index_array(
+    name: str, x: object, *, bound: int | None = None, bound_name: str = "", min_len: int = 1
+) -> np.ndarray:
+    """Convert ids or positions to a 1-D int64 copy, each in [0, bound) (or >= 0 if no bound).
+
+    Integer input is not routed through float64, which would round ids above 2**53; float
+    input must hold whole numbers.
+    """
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        as_float = as_float_array(name, arr, min_len=min_len)
+        _first_bad(name, as_float, as_float != np.round(as_float), "whole numbers")
+    elif arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    elif len(arr) < min_len:
+        raise ValueError(f"{name} must have at least {min_len} elements, got {len(arr)}")
+    arr = arr.astype(np.int64)  # always a copy
+    if bound is None:
+        _first_bad(name, arr, arr < 0, ">= 0")
+    else:
+        _first_bad(name, arr, (arr < 0) | (arr >= bound), f"in [0, {bound_name}={bound})")
+    return arr
