@@ -87,6 +87,10 @@ class ExperimentConfig:
         DEFAULT_QUESTIONNAIRE_PAIRS, "(bucket using questionnaires, its click-only twin) pairs: the report says in "
                                      "plain words whether using questionnaires raised satisfaction (default: easq "
                                      "vs easq_click where both buckets exist, else none)")
+    shadow: tuple[str, ...] = _f((), "off-policy evaluation: buckets whose policies also score every request of the "
+                                     "control bucket, their scores logged with its candidates (needs "
+                                     "world.platform.log_candidates; see simulator.ope_data): the model that serves "
+                                     "a bucket online is the one evaluated off-policy on the control's logs")
     alpha: float = _f(0.05, "significance level of the lift analysis")
     correction: str = _f("holm", "multiple-comparison correction: holm or bh")
     torch_threads: int = _f(1, "torch threads (1 is fastest on a busy 2-core machine)")
@@ -107,6 +111,15 @@ class ExperimentConfig:
             raise ConfigError(f"bucket shares must sum to 1, got {total:.6g}")
         if self.questionnaire_pairs == DEFAULT_QUESTIONNAIRE_PAIRS and not set(DEFAULT_QUESTIONNAIRE_PAIRS[0]) <= set(names):
             object.__setattr__(self, "questionnaire_pairs", ())   # the default applies only where its buckets exist
+        if self.shadow and not self.world.platform.log_candidates:
+            raise ConfigError("shadow targets need world.platform.log_candidates = true (their scores are logged "
+                              "with the candidates)")
+        for name in self.shadow:
+            if name not in names or name == self.control:
+                raise ConfigError(f"shadow: {name!r} must be a bucket other than the control ({self.control!r}); "
+                                  f"buckets: {', '.join(names)}")
+        if len(set(self.shadow)) != len(self.shadow):
+            raise ConfigError(f"shadow buckets must be unique, got {list(self.shadow)}")
         for pair in self.questionnaire_pairs:
             if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(names):
                 raise ConfigError(f"questionnaire_pairs: {list(pair)} must be two different buckets of {names} "
@@ -230,7 +243,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
     policy_rngs = [np.random.default_rng(s) for s in policy_streams(streams, world_cfg.seed, config.policy_seed,
                                                                     len(names))]
 
-    writer = LogWriter(out / "logs", ["pre"])
+
+    writer = LogWriter(out / "logs", ["pre"],
+                       candidates_root=out / "candidates" if world_cfg.platform.log_candidates else None)
     production = make_policy("production", temperature=world_cfg.platform.temperature)
     production.fit(_observable(pd.DataFrame(), items, users), rng=np.random.default_rng(0))
     pre = Bucket.from_seed("pre", production, 0, bucket_seeds[0])
@@ -271,6 +286,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
             fit_all(day)
             writer.bucket_names = names
             platform.set_buckets(buckets, assignment)
+            if config.shadow:
+                platform.set_shadow(config.control, {name: policies[name] for name in config.shadow})
             if config.learning == "update":
                 for b in buckets:
                     if callable(getattr(b.policy, "update", None)):

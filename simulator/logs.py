@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simulator.atomic import atomic_path
-from simulator.schema import (CATEGORIES, IMPRESSION_COLUMNS, IMPRESSION_SCHEMA, ITEM_COLUMNS, USER_COLUMNS,
+from simulator.schema import (CANDIDATE_COLUMNS, CANDIDATE_SCHEMA, CATEGORIES, IMPRESSION_COLUMNS, IMPRESSION_SCHEMA, ITEM_COLUMNS, USER_COLUMNS,
                               Column, LogData, SchemaError, validate_schema)
 
 COMPRESSION = "zstd"
@@ -58,8 +58,10 @@ def columns_to_table(columns: dict[str, np.ndarray], *, bucket: str, policy: str
 class LogWriter:
     """Buffers impression columns per bucket and writes one Parquet file per (day, bucket)."""
 
-    def __init__(self, root: str | Path, bucket_names: Sequence[str]):
+    def __init__(self, root: str | Path, bucket_names: Sequence[str], *, candidates_root: str | Path | None = None):
         self.root = Path(root)
+        self.candidates_root = Path(candidates_root) if candidates_root is not None else None
+        self._candidates: dict[int, list[dict[str, np.ndarray]]] = defaultdict(list)
         self.bucket_names = list(bucket_names)   # may be replaced between days (A/B runner)
         self._chunks: dict[tuple[int, str], list[dict[str, np.ndarray]]] = defaultdict(list)
         self.rows_written = 0
@@ -73,6 +75,13 @@ class LogWriter:
         """Buffer a chunk of rows; only rows where ``keep`` is true are written (masked in bulk later)."""
         if keep.any():
             self._chunks[(bucket, policy)].append({**columns, _KEEP: keep})
+
+    def append_candidates(self, bucket: int, policy: str, columns: dict[str, np.ndarray]) -> None:
+        """Buffer one row per request: its candidates and the logging policy's scores (a
+        ``candidates_root`` is needed)."""
+        if self.candidates_root is None:
+            raise ValueError("this LogWriter has no candidates_root: construct it with one to log candidates")
+        self._candidates[bucket].append({**columns, "policy": np.full(len(columns["day"]), policy, dtype=object)})
 
     def take_new(self, bucket: int) -> pa.Table | None:
         """Rows of ``bucket`` appended since the previous call (still written at the day's flush).
@@ -117,6 +126,29 @@ class LogWriter:
             write_parquet(table, path)
             self.rows_written += table.num_rows
             self.files.append(path)
+        candidates, self._candidates = self._candidates, defaultdict(list)
+        for bucket, parts in sorted(candidates.items()):
+            path = _partition_dir(self.candidates_root, day, self.bucket_names[bucket]) / "part-0000.parquet"
+            write_parquet(candidates_table(parts), path)
+            self.files.append(path)
+
+
+def candidates_table(parts: Sequence[dict[str, np.ndarray]]) -> pa.Table:
+    """Arrow table of the candidate schema from buffered chunks (each (n,) columns and (n, C) lists)."""
+    targets = [name for name in parts[0] if name.startswith("target_")]
+    schema = pa.schema([*CANDIDATE_SCHEMA, *(pa.field(name, pa.list_(pa.float64())) for name in targets)])
+    arrays = []
+    for field in schema:
+        values = np.concatenate([p[field.name] for p in parts])
+        if pa.types.is_list(field.type):
+            n, c = values.shape
+            flat = pa.array(values.ravel().astype(field.type.value_type.to_pandas_dtype()), type=field.type.value_type)
+            arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(0, n * c + 1, c, dtype=np.int32)), flat))
+        elif pa.types.is_string(field.type):
+            arrays.append(pa.array(values.tolist(), type=field.type))
+        else:
+            arrays.append(pa.array(values.astype(field.type.to_pandas_dtype()), type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema).sort_by([("request_id", "ascending")])
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> None:
@@ -170,6 +202,45 @@ def read_impressions(root: str | Path, *, days: Sequence[int] | None = None,
         if name in frame and not isinstance(frame[name].dtype, pd.CategoricalDtype):
             frame[name] = frame[name].astype("category")
     return frame
+
+
+def read_candidates(run_dir: str | Path, *, days: Sequence[int] | None = None,
+                    buckets: Sequence[str] | None = None) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    """A run's logged candidates (``platform.log_candidates``), sorted by request.
+
+    Returns:
+        (requests, candidates, scores): one row per request (``day``, ``ts``, ``user_id``,
+        ``request_id``, ``policy``, ``temperature``, ``bucket``), its (n, C) candidate item ids, and
+        a dict of (n, C) scores: ``"logging"`` (the logging policy's) and each shadow target's by
+        its name (:meth:`simulator.platform.Platform.set_shadow`).
+    Raises:
+        FileNotFoundError: the run has no ``candidates/`` (it ran without ``log_candidates``).
+        SchemaError: a file lacks a column or has one of the wrong type.
+    """
+    root = Path(run_dir) / "candidates"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{run_dir} has no candidates/ directory: simulate with "
+                                "platform.log_candidates = true to log each request's candidates")
+    tables = []
+    for f in log_files(root, days=days, buckets=buckets):
+        validate_schema(pq.read_schema(f), CANDIDATE_COLUMNS, where=f"candidates file {f}")
+        tables.append(pq.read_table(f).append_column("bucket", pa.array([f.parent.name[len("bucket="):]] *
+                                                                        pq.read_metadata(f).num_rows)))
+    if not tables:
+        raise FileNotFoundError(f"no candidates files under {root}")
+    table = pa.concat_tables(tables, promote_options="permissive").sort_by([("request_id", "ascending")])
+    partial = [n for n in table.column_names if n.startswith("target_") and table.column(n).null_count]
+    if partial:
+        raise ValueError(f"shadow target scores {', '.join(partial)} were logged for some buckets only; "
+                         "read the bucket that has them (buckets=[...])")
+    lists = {}
+    names = [n for n in table.column_names if n in ("candidates", "scores") or n.startswith("target_")]
+    for name in names:
+        col = table.column(name).combine_chunks()
+        lists[name] = col.flatten().to_numpy().reshape(len(col), -1)
+    requests = table.drop_columns(names).to_pandas()
+    scores = {"logging": lists["scores"], **{n[len("target_"):]: lists[n] for n in names if n.startswith("target_")}}
+    return requests, lists["candidates"], scores
 
 
 def write_frame(frame: pd.DataFrame, path: str | Path, columns: tuple[Column, ...]) -> None:

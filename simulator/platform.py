@@ -31,6 +31,7 @@ from scipy.special import expit
 from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
 from simulator.logs import LogWriter
+from simulator.plackett_luce import conditional_propensities, log_weights, marginal_propensities
 from simulator.questionnaire import ADULTS_ONLY, DISLIKE, LIKE, RESPONSE_DRAWS, UNSUITABLE, \
     Engagement, exposure_from_uniforms, exposure_probability, respond_from_uniforms
 from simulator.recall import Recall
@@ -64,12 +65,17 @@ class Bucket:
 @dataclass(frozen=True)
 class RankedPages:
     """One policy call's ranked pages, waiting to be watched: (B,) distinct users, (B, k) items,
-    their scores and their logged propensities."""
+    their scores and their logged propensities (conditional and, with ``log_candidates``,
+    marginal), and with ``log_candidates`` the (B, C) candidates and their scores."""
     bucket: Bucket
     users: np.ndarray
     pages: np.ndarray
     scores: np.ndarray
     propensity: np.ndarray
+    marginal: np.ndarray
+    candidates: np.ndarray | None = None
+    candidate_scores: np.ndarray | None = None
+    shadow_scores: dict[str, np.ndarray] | None = None
 
 
 def rank_page(scores: np.ndarray, k: int, temperature: float | None,
@@ -85,15 +91,11 @@ def rank_page(scores: np.ndarray, k: int, temperature: float | None,
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
         return np.take_along_axis(top, order, axis=1), np.full((b, k), np.nan)
-    logits = scores / temperature
-    logits = logits - logits.max(axis=1, keepdims=True)
+    logits = log_weights(scores, temperature)
     keys = logits + rng.gumbel(size=logits.shape)       # Gumbel top-k = Plackett-Luce sample
     top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
-    weights = np.exp(logits)
-    chosen = np.take_along_axis(weights, top, axis=1)
-    remaining = weights.sum(axis=1, keepdims=True) - np.cumsum(chosen, axis=1) + chosen
-    return top, chosen / np.maximum(remaining, np.finfo(float).tiny)
+    return top, conditional_propensities(logits, top)
 
 
 class Platform:
@@ -112,6 +114,7 @@ class Platform:
             raise ValueError(f"assignment must be an array of {n_users} bucket indices in "
                              f"[0, {len(self.buckets)}), got shape {assignment.shape}")
         self.assignment = assignment
+        self._shadow: dict[int, dict[str, object]] = {}          # bucket index -> shadow targets
         self.log = log_writer
         self.on_day_end = on_day_end
         cat = world.catalog
@@ -154,6 +157,22 @@ class Platform:
         self._stores = [simpy.Store(self.env) for _ in self.buckets]
         self._started = False
 
+    def set_shadow(self, bucket: str, targets: dict[str, object]) -> None:
+        """Score every request of ``bucket`` with each of ``targets`` too (policies that serve
+        nothing) and log their scores next to the candidates (``candidates`` column
+        ``target_<name>``), so off-policy estimators get each target's exact distribution over the
+        logged requests. Needs ``platform.log_candidates``; call it when ``bucket`` exists."""
+        if not self.config.platform.log_candidates:
+            raise ValueError("shadow targets need platform.log_candidates = true (their scores are logged "
+                             "with the candidates)")
+        names = [b.name for b in self.buckets]
+        if bucket not in names:
+            raise ValueError(f"bucket {bucket!r} is not one of the platform's buckets: {', '.join(names)}")
+        for name in targets:
+            if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+                raise ValueError(f"shadow target name {name!r} must be letters, digits, '_' or '-'")
+        self._shadow = {names.index(bucket): dict(targets)}
+
     def set_buckets(self, buckets: Sequence[Bucket], assignment: np.ndarray) -> None:
         """Switch the arms (e.g. from the pre-period to the experiment) between two serving rounds.
 
@@ -165,6 +184,7 @@ class Platform:
             raise ValueError(f"assignment must be an array of {n_users} bucket indices in "
                              f"[0, {len(buckets)}), got shape {assignment.shape}")
         self.buckets, self.assignment = list(buckets), assignment
+        self._shadow = {}
         self._stores = [simpy.Store(self.env) for _ in self.buckets]
         if self._started:
             for bucket, store in zip(self.buckets, self._stores):
@@ -316,6 +336,21 @@ class Platform:
         decay = np.where(lag >= 0, fatigue_decay ** np.maximum(lag, 0), 0.0)
         return j, decay, fatigue_decay ** j
 
+    def _log_candidates(self, ranked: Sequence[RankedPages], request: np.ndarray, now: float) -> None:
+        """One row per request: its candidates, the logging policy's scores and temperature
+        (``platform.log_candidates``), enough to recompute the logging distribution exactly."""
+        row = 0
+        for r in ranked:
+            n = len(r.users)
+            temperature = r.bucket.policy.temperature
+            self.log.append_candidates(r.bucket.index, r.bucket.policy.name, {
+                "day": np.full(n, self.day, dtype=np.int16), "ts": np.full(n, now), "user_id": r.users,
+                "request_id": request[row:row + n], "temperature": np.full(n, np.nan if temperature is None
+                                                                           else float(temperature)),
+                "candidates": r.candidates, "scores": r.candidate_scores,
+                **{f"target_{name}": v for name, v in (r.shadow_scores or {}).items()}})
+            row += n
+
     def _positions(self, k: int, n: int) -> np.ndarray:
         """Page positions 0..k-1 repeated for n pages: a read-only view of one buffer, grown
         (doubled) when a tick has more pages than any before, and shared by the log chunks."""
@@ -329,15 +364,26 @@ class Platform:
         cfg = self.config.platform
         cands = self.recall(users, bucket.recall_rng)
         batch = RankBatch(user_ids=users, candidates=cands, ts=now, day=self.day, features=self.features)
-        scores = np.asarray(bucket.policy.score(batch), dtype=np.float64)
+        scores = self._check_scores(bucket.policy, np.asarray(bucket.policy.score(batch), dtype=np.float64), cands)
+        temperature = bucket.policy.temperature
+        pos, propensity = rank_page(scores, cfg.page_size, temperature, bucket.rank_rng)
+        pages, page_scores = np.take_along_axis(cands, pos, axis=1), np.take_along_axis(scores, pos, axis=1)
+        if not cfg.log_candidates:
+            return RankedPages(bucket, users, pages, page_scores, propensity, np.full(pos.shape, np.nan))
+        marginal = (np.full(pos.shape, np.nan) if temperature is None
+                    else marginal_propensities(log_weights(scores, temperature), pos))
+        shadow = {name: self._check_scores(target, np.asarray(target.score(batch), dtype=np.float64), cands)
+                  for name, target in self._shadow.get(bucket.index, {}).items()}
+        return RankedPages(bucket, users, pages, page_scores, propensity, marginal, cands, scores, shadow)
+
+    @staticmethod
+    def _check_scores(policy, scores: np.ndarray, cands: np.ndarray) -> np.ndarray:
         if scores.shape != cands.shape:
-            raise ValueError(f"policy {bucket.policy.name!r} returned scores of shape {scores.shape}, "
+            raise ValueError(f"policy {policy.name!r} returned scores of shape {scores.shape}, "
                              f"expected {cands.shape}")
         if not np.isfinite(scores).all():
-            raise ValueError(f"policy {bucket.policy.name!r} returned non-finite scores")
-        pos, propensity = rank_page(scores, cfg.page_size, bucket.policy.temperature, bucket.rank_rng)
-        return RankedPages(bucket, users, np.take_along_axis(cands, pos, axis=1),
-                           np.take_along_axis(scores, pos, axis=1), propensity)
+            raise ValueError(f"policy {policy.name!r} returned non-finite scores")
+        return scores
 
     def _engagement(self, beh, items: np.ndarray, users: np.ndarray, j: np.ndarray) -> Engagement:
         """The observable inputs of the response model's engagement part, per impression (B*k)."""
@@ -433,6 +479,7 @@ class Platform:
             "session_id": self.session_id[uu], "request_id": np.repeat(request, k),
             "position": self._positions(k, b), "score": np.concatenate([r.scores for r in ranked]).ravel(),
             "propensity": np.concatenate([r.propensity for r in ranked]).ravel(),
+            "propensity_marginal": np.concatenate([r.marginal for r in ranked]).ravel(),
             "watch_time": beh.watch_time, "duration": world.catalog.duration[ii],
             "effective_view": beh.effective_view, "skip": beh.skip, "like": beh.like, "share": beh.share,
             "comment": beh.comment, "follow": beh.follow, "dislike": beh.dislike, "report": beh.report,
@@ -449,6 +496,8 @@ class Platform:
             "true_p_show": p_show_rec.ravel(), "true_p_submit": resp.p_submit,
         }
         m = served.ravel()
+        if cfg.platform.log_candidates:
+            self._log_candidates(ranked, request, now)
         if len(ranked) == 1:
             self.log.append(ranked[0].bucket.index, ranked[0].bucket.policy.name, m, columns)
             return

@@ -71,6 +71,10 @@ IMPRESSION_COLUMNS: tuple[Column, ...] = (
            "P(this item at this position | items above it) under a stochastic (Plackett-Luce) "
            "ranking; the product over positions 0..j is the probability of the page prefix; "
            "null when the policy ranks deterministically", "probability", nullable=True),
+    Column("propensity_marginal", pa.float64(),
+           "P(this item at this position) under the stochastic ranking, over every page it could have "
+           "drawn from the request's candidates (item-position IPS divides by it); null unless "
+           "platform.log_candidates, and for a deterministic ranker", "probability", nullable=True),
     # behaviour
     Column("watch_time", pa.float32(), "seconds watched", "s"),
     Column("duration", pa.float32(), "video duration", "s"),
@@ -135,9 +139,26 @@ USER_COLUMNS: tuple[Column, ...] = (
     Column("true_patience_s", pa.float32(), "median session time budget", "s"),
 )
 
+CANDIDATE_COLUMNS: tuple[Column, ...] = (
+    Column("day", pa.int16(), "simulated day (0-based)"),
+    Column("ts", pa.float64(), "time of the serving round, since the start of the run", "s"),
+    Column("user_id", pa.int32(), "user making the request"),
+    Column("request_id", pa.int64(), "page request (joins the impression log's request_id)"),
+    Column("policy", pa.string(), "registered name of the logging policy"),
+    Column("temperature", pa.float64(),
+           "softmax temperature of the logging policy's Plackett-Luce ranking; NaN when it ranks "
+           "deterministically", "", nullable=True),
+    Column("candidates", pa.list_(pa.int32()), "the request's candidate item ids from recall, in recall order"),
+    Column("scores", pa.list_(pa.float64()),
+           "the logging policy's score of each candidate (full precision: softmax(scores / temperature) "
+           "is the logging distribution)"),
+)
+"""One row per page request (``platform.log_candidates``): ``<run>/candidates/day=D/bucket=B/``."""
+
 IMPRESSION_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in IMPRESSION_COLUMNS])
 ITEM_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in ITEM_COLUMNS])
 USER_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in USER_COLUMNS])
+CANDIDATE_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in CANDIDATE_COLUMNS])
 COLUMNS_BY_NAME = {c.name: c for c in itertools.chain(IMPRESSION_COLUMNS)}
 
 # categorical columns: their dictionaries, in code order

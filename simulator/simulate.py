@@ -85,7 +85,8 @@ def simulate(config: SimConfig, out: str | Path, *, progress: bool = True,
     write_frame(world.users.table(), out / "users.parquet", USER_COLUMNS)
     empty = LogData(pd.DataFrame(), world.catalog.table(), world.users.table()).observable()
     policy.fit(empty, rng=np.random.default_rng(streams["policy"]))
-    writer = LogWriter(out / "logs", ["all"])
+    writer = LogWriter(out / "logs", ["all"],
+                       candidates_root=out / "candidates" if config.platform.log_candidates else None)
     bucket = Bucket.from_seed("all", policy, 0, streams["buckets"])
     platform = Platform(world, [bucket], np.zeros(world.users.n_users, dtype=np.int64), writer,
                         streams["arrivals"])

@@ -212,6 +212,6 @@ def test_watching_all_batches_at_once_equals_batch_by_batch(tmp_path, make_confi
         x, y = joint.log._chunks[key], apart.log._chunks[key]
         for col in x[0]:
             assert np.array_equal(np.concatenate([c[col] for c in x]), np.concatenate([c[col] for c in y]),
-                                  equal_nan=col in ("propensity", "score")), col
+                                  equal_nan=col in ("propensity", "propensity_marginal", "score")), col
     served = np.concatenate([r.users for r in ranked])
     assert 0 < (~joint.in_session[served]).sum() < len(served)         # some sessions ended, not all
