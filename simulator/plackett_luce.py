@@ -114,7 +114,8 @@ def marginal_propensities(logits: np.ndarray, order: np.ndarray, *, nodes: int =
     # ... then, for each logged item, with the page's other items added
     out = np.empty((b, k))
     ring = -np.expm1(-w_page[:, None, :] * t[:, :, None])                   # (B, T, k)
-    for i in range(k):
+    out[:, 0] = w_page[:, 0] / total                                         # position 0: exact
+    for i in range(1, k):
         f = pb.copy()
         for a in range(k):
             if a != i:
@@ -123,7 +124,6 @@ def marginal_propensities(logits: np.ndarray, order: np.ndarray, *, nodes: int =
                 f[:, :, 0] *= 1 - p[:, :, 0]
         density = w_page[:, i, None] * t * np.exp(-w_page[:, i, None] * t)  # w e^{-wt} dt = (w t e^{-wt}) dlog t
         out[:, i] = (density * f[:, :, i] * dz).sum(axis=1)
-    out[:, 0] = w_page[:, 0] / total
     return out
 
 
