@@ -36,3 +36,18 @@ def test_readme_example_prints_what_the_readme_shows():
     for name in ("IPS", "SNIPS", "DR"):
         low, high = map(float, re.search(r"\[(\S+), (\S+)\]", lines[name]).groups())
         assert low <= oracle <= high, name
+
+
+def test_readme_check_estimator_example_prints_what_the_readme_shows():
+    """The second example (a researcher's own estimator through check_estimator): at most ten
+    lines of code, and it prints exactly what the README shows; plain IPS passes, the capped one fails."""
+    section = _section()
+    blocks = re.findall(r"```python\n(.*?)```\s*```text\n(.*?)```", section, re.S)
+    code, shown = next((c, s) for c, s in blocks if "check_estimator" in c)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README check_estimator example", "exec"), {})
+    assert printed.getvalue() == shown
+    reports = shown.split("check_estimator(")[1:]
+    assert reports[0].rstrip().endswith("passed") and "FAILED" in reports[1]

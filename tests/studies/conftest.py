@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 STUDIES = ("aa_validity", "bias_ablation", "head_to_head", "offline_online", "saqrec_replication", "sine_replication",
            "usm_replication", "easq_online", "positive_control", "response_parts", "questionnaire_value",
-           "serving_frontier")
+           "serving_frontier", "ope_benchmark")
 
 
 _BACKGROUND: dict[str, Future] = {}

@@ -291,3 +291,43 @@ def test_serving_frontier_points_twins_and_pareto(fast_run):
     assert front["pareto"].any()
     assert (out / "frontier.png").stat().st_size > 10_000 and (out / "experiment.toml").exists()
     assert "## The frontier" in (out / "report.md").read_text()
+
+
+def test_ope_benchmark_rows_twin_and_taus(fast_run):
+    from scipy import stats
+
+    from estimators import list_estimators
+    out = fast_run("ope_benchmark")
+    table = pd.read_csv(out / "table.csv")
+    cells = pd.read_csv(out / "cells.csv", keep_default_na=False, na_values=[""])
+    estimates = cells[cells["kind"] == "estimate"]
+    targets = ["twin", "most_popular_t0p4", "oracle_t0p1", "sasrec_t0p05"]
+    # every registered estimator x target, each over 2 cells x 3 rewards
+    for level in ("impression", "page"):
+        rows = table[table["level"] == level]
+        assert sorted(set(rows["estimator"])) == sorted(list_estimators(level))
+        for _, g in rows.groupby("estimator"):
+            assert g["target"].tolist() == targets
+    assert ((table["runs"] + table["failed"]) == 6).all()
+    assert table[["coverage", "coverage_joint"]].stack().between(0, 1).all()
+    # the twin is the logging policy: IPS is the logged (control's) mean exactly, weights 1
+    twin = estimates[(estimates["target"] == "twin") & (estimates["estimator"] == "ips")
+                     & (estimates["level"] == "impression")]
+    assert len(twin) == 6
+    np.testing.assert_allclose(twin["value"], twin["logged"], rtol=1e-8)
+    facts = cells[cells["kind"] == "target"].set_index(["logging_temperature", "target"])
+    assert np.allclose(facts.xs("twin", level="target")[["ess", "max_weight"]], 1.0, rtol=1e-9)
+    assert facts["ess"].between(0, 1 + 1e-12).all() and (facts["perplexity"] >= 1).all()
+    # one truth per (cell, target, reward, level), shared by its estimators, inside its own interval
+    for _, g in estimates.groupby(["logging_temperature", "target", "reward", "level"]):
+        assert g["truth"].nunique() == 1 and len(g) == len(list_estimators(g["level"].iloc[0]))
+    assert ((estimates["truth_low"] < estimates["truth"]) & (estimates["truth"] < estimates["truth_high"])).all()
+    # Kendall tau per cell recomputed with scipy from the estimates
+    taus = pd.read_csv(out / "taus_by_cell.csv")
+    for r in taus.itertuples():
+        g = estimates[(estimates["logging_temperature"] == r.logging_temperature) & (estimates["level"] == r.level)
+                      & (estimates["estimator"] == r.estimator) & (estimates["reward"] == r.reward)]
+        assert r.targets == len(targets)
+        assert r.tau == pytest.approx(stats.kendalltau(g["value"], g["truth"]).statistic)
+    assert (out / "estimate_vs_truth.png").exists() and (out / "rmse_vs_temperature.png").exists()
+    assert "## Where the estimators fail" in (out / "report.md").read_text()
