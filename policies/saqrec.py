@@ -157,6 +157,11 @@ VARIANTS: dict[str, dict] = {
 }
 """The paper's ablation rows (Table 3) as ``make_policy("saqrec", **params)`` parameters."""
 
+CLICK_ONLY: dict[str, bool] = {"sid": False, "mlse": False, "mtl": False}
+"""SAQRec's click-only twin: the same network, data windows and training without SID, MLSE and
+the satisfaction loss, so no questionnaire answer reaches it (stages 1-2 are skipped). The twin a
+questionnaire effect is measured against: SASRec differs from it in its click backbone too."""
+
 
 # ---------------------------------------------------------------------------------------------
 # losses and pure functions (unit-tested against closed forms)
@@ -742,6 +747,11 @@ class SAQRec:
     diagnostics_: dict[str, object] = field(default_factory=dict, init=False, repr=False)
     tables_: tuple | None = field(default=None, init=False, repr=False)   # serving cache
 
+    @property
+    def reads_answers(self) -> bool:
+        """Whether any questionnaire answer reaches the model (False: :data:`CLICK_ONLY`)."""
+        return self.sid or self.mlse or self.mtl
+
     # -- fit ------------------------------------------------------------------------------------
 
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
@@ -829,7 +839,7 @@ class SAQRec:
         rate = float(data.observed.mean()) if len(data.observed) else 0.0
         self.clip_ = self.propensity_clip * rate
         propensity = None
-        if self.unbiased:
+        if self.unbiased and self.reads_answers:
             rho = build_module(lambda: PairMLP(users_t, items_t, self.aux_hidden, self.aux_dropout, biases=True), rng)
             pairs = _Pairs(data.click_users, to_model_ids(data.click_items), data.observed.astype(np.float32))
             self.results_["propensity"] = self._fit_pairs(rho, pairs, rng, "saqrec:propensity", ips=False,
@@ -849,10 +859,10 @@ class SAQRec:
         pairs = _Pairs(data.click_users[obs], to_model_ids(data.click_items[obs]),
                        data.satisfied_label[obs].astype(np.float32),
                        None if propensity is None else np.maximum(propensity, self.clip_).astype(np.float32))
-        if len(pairs.users):
+        if len(pairs.users) and self.reads_answers:
             self.results_["satisfaction"] = self._fit_pairs(g, pairs, rng, "saqrec:satisfaction", ips=self.unbiased,
                                                             batch_size=self.satisfaction_batch_size)
-        else:   # no answered questionnaire: g is the constant 0.5 (MLSE ties all, pseudo labels 0.5)
+        else:   # no answered questionnaire, or the click-only twin: g is the constant 0.5 (unused by the twin)
             with torch.no_grad():
                 for p in g.head.parameters():
                     p.zero_()
@@ -963,6 +973,9 @@ class SAQRec:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.beta < 0:
             raise ValueError(f"beta={self.beta} must be >= 0")
+        if self.sat_weight and not self.mtl:
+            raise ValueError(f"sat_weight={self.sat_weight} needs mtl=True: without the satisfaction loss the "
+                             "satisfaction head is untrained")
         if not (math.isfinite(self.propensity_clip) and self.propensity_clip > 0):
             raise ValueError(f"propensity_clip={self.propensity_clip} must be > 0")
         if not 0.0 <= self.aux_valid_share < 1.0:
@@ -1023,6 +1036,8 @@ class SAQRec:
         d["constant_satisfaction"] = sat is None or sat.best_epoch == 0
         prop = self.results_.get("propensity")
         d["constant_propensity"] = prop is not None and prop.best_epoch == 0
+        if not self.reads_answers:      # the click-only twin: g is unused, nothing to warn about
+            return
         if d["constant_satisfaction"]:
             why = "no answered satisfaction questionnaire" if sat is None else \
                 f"no epoch beat it on the held-out answers, best epoch 0 of {n_answered} answered rows"

@@ -3,8 +3,9 @@
 In a survey-rich world (many answered questionnaires, no response bias, no random responders:
 ``studies/configs/positive_control.toml``) each questionnaire-aware policy runs in one
 multi-bucket A/B test next to its *click-only twin*, the same method with its questionnaire parts
-off: SAQRec against SASRec (SAQRec is SASRec-style click modelling plus the satisfaction model),
-USM against USM with zero survey weights in Eq. 3, EASQ against EASQ with ``w_sat = 0``. Every
+off: SAQRec against SAQRec without SID, MLSE and the satisfaction loss
+(:data:`policies.saqrec.CLICK_ONLY`; SASRec would differ in its click backbone too), USM against USM
+with zero survey weights in Eq. 3, EASQ against EASQ with ``w_sat = 0``. Every
 bucket learns on the same schedule (``learning``), so a difference is the questionnaires' doing,
 not online learning one arm gets and the other does not.
 

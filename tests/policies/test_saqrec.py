@@ -15,7 +15,7 @@ import policies.saqrec  # noqa: F401  (registers "saqrec")
 from policies.base import NotFittedError, make_policy
 from policies.checks import check_policy
 from policies.data import holdout_last, n_items_of, page_order, positive_keys, to_model_ids
-from policies.saqrec import (VARIANTS, NetConfig, PairMLP, SAQRec, SAQRecNet, _click_windows,
+from policies.saqrec import (CLICK_ONLY, VARIANTS, NetConfig, PairMLP, SAQRec, SAQRecNet, _click_windows,
                              _prepare, beta_half_cdf, ips_bce, mlse_membership, satisfaction_labels)
 from policies.train import build_module
 from simulator.schema import LogData, RankBatch
@@ -422,6 +422,38 @@ def test_variants_and_edge_cases(tiny_world):
     assert np.isfinite(out).all()
     with pytest.raises(ValueError, match="candidate item id"):
         p.score(RankBatch(batch.user_ids[:1], np.array([[10 ** 6]]), 0.0, 0, store))
+
+
+def _answers_shuffled(train: LogData, seed: int) -> LogData:
+    """The same impressions with the questionnaire columns permuted over the rows: which impression
+    was surveyed, answered and how is scrambled; clicks, watch times and the rest stay."""
+    imp = train.impressions.copy()
+    perm = np.random.default_rng(seed).permutation(len(imp))
+    for c in ("survey_shown", "survey_type", "survey_submitted", "survey_answer", "survey_reasons"):
+        imp[c] = imp[c].to_numpy()[perm]
+    return LogData(imp, train.items, train.users)
+
+
+def test_the_click_only_twin_reads_no_answer(tiny_world):
+    """CLICK_ONLY (no SID, no MLSE, no satisfaction loss) is SAQRec's twin in positive_control: its
+    scores are bit-identical whatever the answers (stages 1-2 are skipped, so not even their random
+    draws depend on them), while the full SAQRec's scores move with them (the test can fail).
+    The store's satisfied / dissatisfied histories differ too, and the twin must ignore them."""
+    train, batch = tiny_world.train, tiny_world.batch(n_requests=16, n_candidates=40)
+    shuffled = _answers_shuffled(train, 1)
+    twin = [make_policy("saqrec", **{**FAST, **CLICK_ONLY}).fit(d, rng=np.random.default_rng(0))
+            for d in (train, shuffled)]
+    assert not twin[0].reads_answers and twin[0].satisfaction_ is not None and "satisfaction" not in twin[0].results_
+    store = feature_store_from(shuffled)
+    assert np.array_equal(twin[0].score(batch), twin[1].score(batch))
+    assert np.array_equal(twin[0].score(batch), twin[0].score(RankBatch(batch.user_ids, batch.candidates, 0.0, 0,
+                                                                       store)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = [make_policy("saqrec", **FAST).fit(d, rng=np.random.default_rng(0)) for d in (train, shuffled)]
+    assert not np.allclose(full[0].score(batch), full[1].score(batch), atol=1e-4)
+    with pytest.raises(ValueError, match="sat_weight=1.0 needs mtl=True"):
+        make_policy("saqrec", **{**FAST, **CLICK_ONLY, "sat_weight": 1.0}).fit(train, rng=np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("params, message", [

@@ -191,7 +191,7 @@ def test_positive_control_pools_each_pair_over_runs(fast_run):
     pooled = pd.read_csv(out / "table.csv").set_index(["pair", "metric"])
     runs = pd.read_csv(out / "lifts_by_run.csv")
     assert set(runs["policy_seed"]) == {0, 1} and set(runs["seed"]) == {0}        # 1 world x 2 policy seeds
-    assert set(pooled.index.get_level_values("pair")) == {"saqrec vs sasrec", "usm vs usm_click",
+    assert set(pooled.index.get_level_values("pair")) == {"saqrec vs saqrec_click", "usm vs usm_click",
                                                            "easq vs easq_click"}
     z = z_value(0.05)
     for (pair, metric), r in pooled.iterrows():
