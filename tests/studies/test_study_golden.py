@@ -241,7 +241,7 @@ def test_questionnaire_value_reaches_its_answered_rates(fast_run):
     # the pilot turns a target rate into a base rate: the pre-period realises it within 15%
     by_rate = table.groupby("target_rate")["answered_rate"].first()
     assert np.allclose(by_rate.to_numpy(), by_rate.index.to_numpy(), rtol=0.15)
-    assert set(table["pair"]) == {"saqrec vs sasrec"}
+    assert set(table["pair"]) == {"saqrec vs saqrec_click"}
     assert ((table["lift_low"] <= table["lift"]) & (table["lift"] <= table["lift_high"])).all()
 
 
@@ -250,7 +250,7 @@ def test_serving_frontier_points_twins_and_pareto(fast_run):
     out = fast_run("serving_frontier")
     front = pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""])
     cells = pd.read_csv(out / "cells.csv", keep_default_na=False, na_values=[""])
-    buckets = ["sasrec", "saqrec_w0", "saqrec_w3", "usm_w0", "usm_w1", "easq_w0", "easq_w1"]
+    buckets = ["saqrec_click", "saqrec_w0", "saqrec_w3", "usm_w0", "usm_w1", "easq_w0", "easq_w1"]
     assert front["bucket"].tolist() == buckets and (front["runs"] == 1).all()
     # every bucket is measured once per run and metric; every non-twin point has one lift per metric
     points, lifts = cells[cells["kind"] == "point"], cells[cells["kind"] == "lift"]
@@ -258,13 +258,13 @@ def test_serving_frontier_points_twins_and_pareto(fast_run):
         assert sorted(g["bucket"]) == sorted(buckets)
     assert sorted(set(lifts["bucket"])) == ["easq_w1", "saqrec_w0", "saqrec_w3", "usm_w1"]
     assert lifts.groupby(["bucket", "metric"]).size().eq(1).all()
-    # each family's twin: sasrec for SAQRec, the weight-0 point for USM and EASQ, whose lift is 0 by definition
+    # each family's twin: saqrec_click (SAQRec with no questionnaire part) for SAQRec, the weight-0 point for USM and EASQ, whose lift is 0 by definition
     twins = front[front["is_twin"]].set_index("bucket")
-    assert sorted(twins.index) == ["easq_w0", "sasrec", "usm_w0"]
+    assert sorted(twins.index) == ["easq_w0", "saqrec_click", "usm_w0"]
     for m in ("oracle_satisfaction", "aut"):
         assert (twins[[f"{m}_lift", f"{m}_lift_low", f"{m}_lift_high"]] == 0).all().all()
     assert dict(zip(front["bucket"], front["twin"].fillna(""))) == {
-        "sasrec": "", "saqrec_w0": "sasrec", "saqrec_w3": "sasrec", "usm_w0": "usm_w0", "usm_w1": "usm_w0",
+        "saqrec_click": "", "saqrec_w0": "saqrec_click", "saqrec_w3": "saqrec_click", "usm_w0": "usm_w0", "usm_w1": "usm_w0",
         "easq_w0": "easq_w0", "easq_w1": "easq_w0"}
     assert front.groupby("family")["is_paper"].sum().to_dict() == {"easq": 1, "saqrec": 1, "usm": 1}
     # one run: the pooled values are the run's; a lift's arms are the absolute values of its two buckets
