@@ -25,7 +25,7 @@ It prints, in one run:
 Every measured run happens in a fresh ``spawn`` child process, so that its peak RSS can be read
 from ``getrusage(RUSAGE_CHILDREN)`` and no run sees another's memory or warm caches. The main job
 is instrumented from inside its child (subclasses and proxies swapped into
-``simulator.experiment``'s namespace and ``policies.make_policy``); nothing in ``simulator/`` or
+``experiments.runner``'s namespace and ``policies.make_policy``); nothing in ``simulator/`` or
 ``policies/`` is edited. Randomness comes only from seeds derived from ``--seed``.
 """
 from __future__ import annotations
@@ -56,10 +56,11 @@ import torch
 
 import policies
 import policies.train
-import simulator.experiment as experiment
+import experiments.runner as experiment
 from policies import available_policies, make_policy
 from simulator.config import SimConfig, load_toml, with_overrides
-from simulator.experiment import ExperimentConfig, run_experiment
+from experiments.config import ExperimentConfig
+from experiments.runner import run_experiment
 from simulator.logs import LogWriter, log_files, read_impressions
 from simulator.platform import Bucket, Platform
 from simulator.schema import LogData, RankBatch

@@ -43,7 +43,7 @@ def child(args: argparse.Namespace) -> dict:
     from simulator.config import SimConfig, with_overrides
     from simulator.reproducibility import kernel_report
     from simulator.schema import RankBatch
-    from studies.offline import make_task, simulate_logs
+    from studies.engine.offline import make_task, simulate_logs
     torch.set_num_threads(1)
     world = with_overrides(SimConfig(), {"platform.days": args.days, "users.n_users": args.users})
     task = make_task(simulate_logs(world), seed=0)

@@ -35,7 +35,7 @@ def _run(config: SimConfig, out: str) -> dict:
     """Simulate in this (child) process; time the quadrature by wrapping it where the platform calls it."""
     import simulator.platform as platform
     from simulator.logs import read_impressions
-    from simulator.simulate import simulate
+    from experiments.simulate import simulate
     quadrature = {"s": 0.0, "calls": 0}
     inner = platform.marginal_propensities
 

@@ -28,7 +28,7 @@ import torch
 from policies import make_policy
 from simulator.config import SimConfig, with_overrides
 from simulator.schema import RankBatch
-from studies.offline import make_task, simulate_logs
+from studies.engine.offline import make_task, simulate_logs
 
 
 def stages(policy) -> list[tuple[str, int, float]]:

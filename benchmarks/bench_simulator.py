@@ -6,7 +6,7 @@ Run it as a script (it is not a test)::
 
 It prints, in one run:
 
-1. impressions/s of ``simulator.simulate.simulate`` end to end (default world, production policy,
+1. impressions/s of ``experiments.simulate.simulate`` end to end (default world, production policy,
    into a temporary run directory), and a split of a second run of the same setup into world
    generation, the SimPy serving loop, log writing and log reading;
 2. impressions/s of two pure-numpy references over the same :class:`simulator.world.World`, the
@@ -56,7 +56,8 @@ from simulator.questionnaire import ADULTS_ONLY, Engagement, DISLIKE, LIKE, UNSU
     exposure_probability, respond
 from simulator.recall import Recall
 from simulator.schema import CATEGORIES, IMPRESSION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, LogData, RankBatch
-from simulator.simulate import STREAMS, seed_streams, simulate, summarize
+from experiments.simulate import simulate
+from simulator.simulate import STREAMS, seed_streams, summarize
 from simulator.world import World
 
 REQUIRED_RATIO = 30.0   # the issue's bound: the simulator within 30x of the pure-numpy reference
@@ -220,7 +221,7 @@ class Phases:
 def run_phases(config: SimConfig, run_dir: Path, profiler: cProfile.Profile | None = None) -> Phases:
     """Replicate the setup of ``simulate()`` step by step and time each step.
 
-    Mirrors :func:`simulator.simulate.simulate` (same seed streams, same world, same policy
+    Mirrors :func:`experiments.simulate.simulate` (same seed streams, same world, same policy
     and bucket) without its status / summary files, with a timed log writer and an instrumented
     platform. If ``profiler`` is given, it is enabled around ``Platform.run`` only.
     """

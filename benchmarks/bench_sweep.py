@@ -30,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from studies.base import get_study, load_config, parse_value
-from studies.sweep import cells_per_minute, make_executor, read_cached, run_sweep
+from simulator.config import parse_value
+from studies.engine.base import get_study, load_config
+from studies.engine.sweep import cells_per_minute, make_executor, read_cached, run_sweep
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,17 @@ def available_policies() -> dict[str, str]:
     return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
 
 
+def policy_class(name: str) -> type | None:
+    """The class registered as ``name``, or None for an unknown name."""
+    entry = _REGISTRY.get(name)
+    return entry[0] if entry else None
+
+
+def is_oracle(name: str) -> bool:
+    """Whether the registered policy ``name`` reads the ground truth (an upper bound, not deployable)."""
+    return bool(getattr(policy_class(name), "is_oracle", False))
+
+
 def make_policy(name: str, **params: Any) -> Any:
     """Build a registered policy by name; unknown names and parameters are clear errors."""
     try:

@@ -28,12 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from simulator.schema import HISTORIES, ORACLE_PREFIX, PAD, LogData
-
-SATISFIED_ANSWERS = ("like",)
-"""Questionnaire answers that put an item into the ``satisfied`` history."""
-DISSATISFIED_ANSWERS = ("dislike", "unsuitable", "adults_only")
-"""Questionnaire answers that put an item into the ``dissatisfied`` history."""
+from simulator.schema import DISSATISFIED_ANSWERS, HISTORIES, ORACLE_PREFIX, PAD, SATISFIED_ANSWERS, LogData
 ORDER_COLUMNS = ("user_id", "ts", "request_id", "position")
 REQUIRED_COLUMNS = ORDER_COLUMNS + ("item_id", "effective_view", "skip", "survey_answer")
 """Impression columns the data layer reads."""

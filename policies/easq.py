@@ -142,11 +142,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import check_fitted, check_ids, register_policy, resolve_update_epochs
-from policies.data import (REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable, item_side, merge,
+from policies.data import (REQUIRED_COLUMNS, Sequences, check_observable, item_side, merge,
                            n_items_of, page_order, page_starts, to_model_ids)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
-from simulator.schema import LogData, RankBatch
+from simulator.schema import SATISFIED_ANSWERS, LogData, RankBatch
 
 DENSE_TASKS = ("effective_view", "watch_fraction", "like")
 OBJECTIVES = ("dpo", "bce")

@@ -130,16 +130,15 @@ from torch import nn
 
 from policies.base import (NotFittedError, append_logs, check_fitted, check_ids, register_policy,
                            resolve_update_epochs)
-from policies.data import (DISSATISFIED_ANSWERS, REQUIRED_COLUMNS, SATISFIED_ANSWERS, Sequences, check_observable,
+from policies.data import (REQUIRED_COLUMNS, Sequences, check_observable,
                            holdout_last, item_side, n_items_of, next_item_windows, pad, page_order, page_starts,
                            positive_keys, sample_negatives, to_model_ids, user_sequences)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import TrainConfig, TrainResult, build_module, sampled_metrics, train_model
-from simulator.schema import PAD, LogData, RankBatch
+from simulator.schema import (PAD, SATISFACTION_ANSWERS, SATISFIED_ANSWERS, LogData,
+                              RankBatch)
 
 SAT_SURVEY = "satisfaction"
-SAT_LABEL_ANSWERS = ("like", "neutral", "dislike")
-"""Answers of a satisfaction questionnaire: an observed satisfaction label (like = 1)."""
 BIAS_SCALE = 3.0
 """rho's per-user / per-item logit offsets are this times a zero-initialised embedding."""
 FUSION_INIT_GAP = 4.0
@@ -572,7 +571,7 @@ def _prepare(train: LogData) -> _Prepared:
     ev = f["effective_view"].to_numpy(bool)
     answer = f["survey_answer"].astype(object).to_numpy()[ev]
     observed = ((f["survey_type"].astype(object).to_numpy()[ev] == SAT_SURVEY)
-                & f["survey_submitted"].to_numpy(bool)[ev] & np.isin(answer, SAT_LABEL_ANSWERS))
+                & f["survey_submitted"].to_numpy(bool)[ev] & np.isin(answer, SATISFACTION_ANSWERS))
     return _Prepared(clicks=seqs["clicks"], satisfied=seqs["satisfied"], dissatisfied=seqs["dissatisfied"],
                      page_start=page_start,
                      click_users=f["user_id"].to_numpy(np.int64)[ev], click_items=f["item_id"].to_numpy(np.int64)[ev],

@@ -111,7 +111,7 @@ from torch import nn
 from policies.base import append_logs, check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import ORDER_COLUMNS, check_observable, chronological_order
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
-from simulator.schema import ISSUE_TYPES, SURVEY_TYPES, LogData, RankBatch
+from simulator.schema import ISSUE_ANSWERS, ISSUE_TYPES, SURVEY_TYPES, LogData, RankBatch
 
 SURVEY_HEADS = ("dislike", "inappropriate", *ISSUE_TYPES)
 """Heads of the in-feed survey model (one per survey option, §3.1)."""
@@ -121,7 +121,6 @@ ENGAGEMENT_HEADS = ("effective_view", "like", "share")
 """Heads of the engagement model (Eq. 3's ``other_s``)."""
 SUBMIT_HEADS = SURVEY_TYPES
 """Heads of the survey-submit model: one per survey type (§3.2)."""
-ISSUE_ANSWERS = ("unsuitable", "adults_only")
 POSTERIOR = ("watch_fraction", "effective_view", "skip", "like", "share", "comment", "follow", "dislike",
              "report")
 """Posterior behaviour features (teacher, and the submit model with ``submit_posterior``)."""

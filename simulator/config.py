@@ -11,14 +11,13 @@ import math
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-ISSUE_TYPES = ("sexual", "violent", "spam")
 TARGETING_RULES = ("none", "popular_items", "fresh_items", "active_users")
 
 
@@ -26,7 +25,7 @@ class ConfigError(ValueError):
     """A configuration value or file is invalid; the message names the field."""
 
 
-def _f(default: Any, doc: str) -> Any:
+def doc_field(default: Any, doc: str) -> Any:
     """A dataclass field with a default and a documentation string."""
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults")
@@ -74,28 +73,28 @@ def check_beta(name: str, value: tuple[float, ...]) -> None:
 # ----------------------------------------------------------------------------- sections
 @dataclass(frozen=True, slots=True)
 class CatalogConfig:
-    n_items: int = _f(6000, "number of videos in the catalog")
-    n_l1: int = _f(8, "level-1 categories")
-    n_l2: int = _f(4, "level-2 categories under each level-1 category")
-    n_l3: int = _f(4, "leaf categories under each level-2 category")
-    topic_dim: int = _f(16, "dimension of the hidden topic vectors")
-    l2_spread: float = _f(0.7, "spread (noise norm) of level-2 centroids around their unit-norm parent")
-    l3_spread: float = _f(0.5, "spread of leaf centroids around their parent")
-    item_noise: float = _f(0.35, "spread of item topics around their leaf centroid")
-    n_authors: int = _f(800, "number of authors (items per author are Zipf-distributed)")
-    duration_median_s: float = _f(25.0, "median video duration in seconds")
-    duration_sigma: float = _f(0.9, "log-normal sigma of durations (heavy tail)")
-    duration_min_s: float = _f(5.0, "shortest duration in seconds")
-    duration_max_s: float = _f(600.0, "longest duration in seconds")
-    clickbait_corr: float = _f(0.3, "correlation of attractiveness with quality (low = much clickbait)")
-    issue_item_share: float = _f(0.02, "share of items with an elevated propensity, per issue type")
-    issue_flagged_beta: tuple[float, float] = _f(
+    n_items: int = doc_field(6000, "number of videos in the catalog")
+    n_l1: int = doc_field(8, "level-1 categories")
+    n_l2: int = doc_field(4, "level-2 categories under each level-1 category")
+    n_l3: int = doc_field(4, "leaf categories under each level-2 category")
+    topic_dim: int = doc_field(16, "dimension of the hidden topic vectors")
+    l2_spread: float = doc_field(0.7, "spread (noise norm) of level-2 centroids around their unit-norm parent")
+    l3_spread: float = doc_field(0.5, "spread of leaf centroids around their parent")
+    item_noise: float = doc_field(0.35, "spread of item topics around their leaf centroid")
+    n_authors: int = doc_field(800, "number of authors (items per author are Zipf-distributed)")
+    duration_median_s: float = doc_field(25.0, "median video duration in seconds")
+    duration_sigma: float = doc_field(0.9, "log-normal sigma of durations (heavy tail)")
+    duration_min_s: float = doc_field(5.0, "shortest duration in seconds")
+    duration_max_s: float = doc_field(600.0, "longest duration in seconds")
+    clickbait_corr: float = doc_field(0.3, "correlation of attractiveness with quality (low = much clickbait)")
+    issue_item_share: float = doc_field(0.02, "share of items with an elevated propensity, per issue type")
+    issue_flagged_beta: tuple[float, float] = doc_field(
         (2.0, 3.0), "Beta(a, b) of the issue propensity of an item flagged for an issue type (mean a/(a+b))")
-    issue_background_beta: tuple[float, float] = _f(
+    issue_background_beta: tuple[float, float] = doc_field(
         (0.5, 200.0), "Beta(a, b) of the issue propensity of the other items (mean a/(a+b))")
-    leaf_zipf: float = _f(0.6, "Zipf exponent of leaf-category sizes (0 = equal sizes; higher = crowded leaves)")
-    author_zipf: float = _f(1.1, "Zipf exponent of items per author (higher = a few prolific authors)")
-    author_quality_share: float = _f(0.25, "share of the variance of hidden quality that comes from the author "
+    leaf_zipf: float = doc_field(0.6, "Zipf exponent of leaf-category sizes (0 = equal sizes; higher = crowded leaves)")
+    author_zipf: float = doc_field(1.1, "Zipf exponent of items per author (higher = a few prolific authors)")
+    author_quality_share: float = doc_field(0.25, "share of the variance of hidden quality that comes from the author "
                                            "(the rest is the item's own; quality is then standardised)")
 
     def __post_init__(self) -> None:
@@ -125,30 +124,30 @@ class CatalogConfig:
 
 @dataclass(frozen=True, slots=True)
 class UserConfig:
-    n_users: int = _f(5000, "number of users")
-    n_interests: int = _f(3, "sub-interests per user (K)")
-    interest_concentration: float = _f(1.0, "Dirichlet concentration of sub-interest weights")
-    interest_noise: float = _f(0.3, "spread of sub-interest vectors around a leaf centroid")
-    active_boost: float = _f(0.6, "extra weight of the active sub-interest in the interest match")
-    interest_switch_prob: float = _f(0.3, "probability that the active sub-interest changes at a session start")
-    willingness_mean: float = _f(0.22, "mean survey willingness (Beta-distributed across users)")
-    willingness_concentration: float = _f(2.0, "Beta concentration of willingness (low = heterogeneous)")
-    random_responder_share: float = _f(0.05, "share of users who answer questionnaires at random")
-    issue_sensitivity_mean: float = _f(1.0, "mean sensitivity to inappropriate content (Gamma)")
-    activity_mean: float = _f(1.6, "mean sessions per active day")
-    patience_median_s: float = _f(800.0, "median session time budget in seconds")
-    patience_sigma: float = _f(0.6, "log-normal sigma of the per-session time budget")
-    fatigue_rate: float = _f(0.25, "satisfaction penalty per recent item of the same level-2 category (decayed)")
-    fatigue_decay: float = _f(0.8, "category fatigue decay per item watched (share kept)")
-    session_fatigue_carry: float = _f(0.3, "share of category fatigue carried into a new session")
-    interest_drift: float = _f(0.0, "per-session random-walk step of the sub-interest vectors (noise norm, then "
+    n_users: int = doc_field(5000, "number of users")
+    n_interests: int = doc_field(3, "sub-interests per user (K)")
+    interest_concentration: float = doc_field(1.0, "Dirichlet concentration of sub-interest weights")
+    interest_noise: float = doc_field(0.3, "spread of sub-interest vectors around a leaf centroid")
+    active_boost: float = doc_field(0.6, "extra weight of the active sub-interest in the interest match")
+    interest_switch_prob: float = doc_field(0.3, "probability that the active sub-interest changes at a session start")
+    willingness_mean: float = doc_field(0.22, "mean survey willingness (Beta-distributed across users)")
+    willingness_concentration: float = doc_field(2.0, "Beta concentration of willingness (low = heterogeneous)")
+    random_responder_share: float = doc_field(0.05, "share of users who answer questionnaires at random")
+    issue_sensitivity_mean: float = doc_field(1.0, "mean sensitivity to inappropriate content (Gamma)")
+    activity_mean: float = doc_field(1.6, "mean sessions per active day")
+    patience_median_s: float = doc_field(800.0, "median session time budget in seconds")
+    patience_sigma: float = doc_field(0.6, "log-normal sigma of the per-session time budget")
+    fatigue_rate: float = doc_field(0.25, "satisfaction penalty per recent item of the same level-2 category (decayed)")
+    fatigue_decay: float = doc_field(0.8, "category fatigue decay per item watched (share kept)")
+    session_fatigue_carry: float = doc_field(0.3, "share of category fatigue carried into a new session")
+    interest_drift: float = doc_field(0.0, "per-session random-walk step of the sub-interest vectors (noise norm, then "
                                     "renormalised; 0 = fixed interests, ~0.3 = drift within days)")
-    issue_sensitivity_shape: float = _f(2.0, "Gamma shape of issue sensitivity across users (low = heterogeneous)")
-    activity_shape: float = _f(2.0, "Gamma shape of mean sessions per active day across users (low = heterogeneous)")
-    patience_user_sigma: float = _f(0.5, "log-normal sigma of the users' median session budgets across users")
-    tenure_scale_days: float = _f(200.0, "scale of the observable account age in days (exponential, times "
+    issue_sensitivity_shape: float = doc_field(2.0, "Gamma shape of issue sensitivity across users (low = heterogeneous)")
+    activity_shape: float = doc_field(2.0, "Gamma shape of mean sessions per active day across users (low = heterogeneous)")
+    patience_user_sigma: float = doc_field(0.5, "log-normal sigma of the users' median session budgets across users")
+    tenure_scale_days: float = doc_field(200.0, "scale of the observable account age in days (exponential, times "
                                          "0.5 + activity / activity_mean: active users are older)")
-    diurnal: tuple[float, ...] = _f(
+    diurnal: tuple[float, ...] = doc_field(
         (3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 6.0, 6.0, 6.0, 7.0, 9.0, 8.0, 6.0, 6.0, 6.0, 7.0, 9.0, 11.0, 12.0,
          12.0, 9.0, 5.0),
         "relative session-start intensity for each of the 24 hours of the day (evening peak, night trough)")
@@ -178,34 +177,34 @@ class UserConfig:
 
 @dataclass(frozen=True, slots=True)
 class BehaviourConfig:
-    skip_threshold_s: float = _f(3.0, "a view shorter than this many seconds is a skip (passive negative)")
-    effective_view_fraction: float = _f(0.5, "watch fraction at which a view is effective (the click y)")
-    sat_bias: float = _f(-1.1, "intercept of the satisfaction logit")
-    sat_interest: float = _f(3.0, "weight of interest match in the satisfaction logit")
-    sat_quality: float = _f(1.0, "weight of hidden quality in the satisfaction logit")
-    engage_bias: float = _f(0.3, "intercept of the engagement logit (drives skip and watch fraction)")
-    engage_interest: float = _f(2.5, "weight of interest match in the engagement logit")
-    engage_attractiveness: float = _f(1.0, "weight of attractiveness in the engagement logit")
-    engage_quality: float = _f(0.2, "weight of quality in the engagement logit")
-    skip_bias: float = _f(0.0, "intercept of the skip logit")
-    skip_engage: float = _f(1.0, "how much engagement lowers the skip logit")
-    watch_scale: float = _f(0.8, "logistic scale of the watch fraction (higher = more spread)")
-    like_bias: float = _f(-4.5, "intercept of the like logit")
-    positive_satisfied: float = _f(2.0, "like/share/comment/follow logit increase when satisfied")
-    share_bias: float = _f(-6.0, "intercept of the share logit")
-    comment_bias: float = _f(-5.5, "intercept of the comment logit")
-    follow_bias: float = _f(-6.5, "intercept of the follow logit")
-    dislike_bias: float = _f(-7.5, "intercept of the dislike logit")
-    dislike_dissatisfied: float = _f(2.0, "dislike logit increase when dissatisfied")
-    report_bias: float = _f(-9.0, "intercept of the report logit")
-    issue_feedback: float = _f(3.5, "dislike and report logit increase when an issue is perceived")
-    issue_scale: float = _f(1.0, "how strongly issue propensity times sensitivity becomes a perceived issue")
-    quit_bias: float = _f(-4.5, "intercept of the per-item session-quit logit")
-    quit_dissatisfied: float = _f(1.0, "quit logit increase after a dissatisfying item")
-    quit_fatigue: float = _f(0.3, "quit logit increase per unit of category fatigue")
-    return_bias: float = _f(1.2, "intercept of the daily return logit")
-    return_satisfaction: float = _f(4.0, "return logit increase per unit of recent satisfaction above 0.5")
-    satisfaction_ema: float = _f(0.1, "weight of a page's mean satisfaction in the user's recent satisfaction "
+    skip_threshold_s: float = doc_field(3.0, "a view shorter than this many seconds is a skip (passive negative)")
+    effective_view_fraction: float = doc_field(0.5, "watch fraction at which a view is effective (the click y)")
+    sat_bias: float = doc_field(-1.1, "intercept of the satisfaction logit")
+    sat_interest: float = doc_field(3.0, "weight of interest match in the satisfaction logit")
+    sat_quality: float = doc_field(1.0, "weight of hidden quality in the satisfaction logit")
+    engage_bias: float = doc_field(0.3, "intercept of the engagement logit (drives skip and watch fraction)")
+    engage_interest: float = doc_field(2.5, "weight of interest match in the engagement logit")
+    engage_attractiveness: float = doc_field(1.0, "weight of attractiveness in the engagement logit")
+    engage_quality: float = doc_field(0.2, "weight of quality in the engagement logit")
+    skip_bias: float = doc_field(0.0, "intercept of the skip logit")
+    skip_engage: float = doc_field(1.0, "how much engagement lowers the skip logit")
+    watch_scale: float = doc_field(0.8, "logistic scale of the watch fraction (higher = more spread)")
+    like_bias: float = doc_field(-4.5, "intercept of the like logit")
+    positive_satisfied: float = doc_field(2.0, "like/share/comment/follow logit increase when satisfied")
+    share_bias: float = doc_field(-6.0, "intercept of the share logit")
+    comment_bias: float = doc_field(-5.5, "intercept of the comment logit")
+    follow_bias: float = doc_field(-6.5, "intercept of the follow logit")
+    dislike_bias: float = doc_field(-7.5, "intercept of the dislike logit")
+    dislike_dissatisfied: float = doc_field(2.0, "dislike logit increase when dissatisfied")
+    report_bias: float = doc_field(-9.0, "intercept of the report logit")
+    issue_feedback: float = doc_field(3.5, "dislike and report logit increase when an issue is perceived")
+    issue_scale: float = doc_field(1.0, "how strongly issue propensity times sensitivity becomes a perceived issue")
+    quit_bias: float = doc_field(-4.5, "intercept of the per-item session-quit logit")
+    quit_dissatisfied: float = doc_field(1.0, "quit logit increase after a dissatisfying item")
+    quit_fatigue: float = doc_field(0.3, "quit logit increase per unit of category fatigue")
+    return_bias: float = doc_field(1.2, "intercept of the daily return logit")
+    return_satisfaction: float = doc_field(4.0, "return logit increase per unit of recent satisfaction above 0.5")
+    satisfaction_ema: float = doc_field(0.1, "weight of a page's mean satisfaction in the user's recent satisfaction "
                                       "(the return model's input)")
 
     def __post_init__(self) -> None:
@@ -222,29 +221,29 @@ class BehaviourConfig:
 
 @dataclass(frozen=True, slots=True)
 class QuestionnaireConfig:
-    base_rate: float = _f(0.06, "P(show) for an eligible impression before targeting")
-    after_effective_view_only: bool = _f(True, "show questionnaires only after an effective view")
-    targeting: str = _f("none", "targeting rule: none, popular_items, fresh_items or active_users")
-    target_boost: float = _f(3.0, "multiplier of base_rate for targeted items or users")
-    per_user_daily_cap: int = _f(3, "questionnaires shown per user per day at most")
-    one_per_page: bool = _f(True, "at most one questionnaire per page (the first eligible position whose draw "
+    base_rate: float = doc_field(0.06, "P(show) for an eligible impression before targeting")
+    after_effective_view_only: bool = doc_field(True, "show questionnaires only after an effective view")
+    targeting: str = doc_field("none", "targeting rule: none, popular_items, fresh_items or active_users")
+    target_boost: float = doc_field(3.0, "multiplier of base_rate for targeted items or users")
+    per_user_daily_cap: int = doc_field(3, "questionnaires shown per user per day at most")
+    one_per_page: bool = doc_field(True, "at most one questionnaire per page (the first eligible position whose draw "
                                   "succeeds); false: every eligible position draws (the cap is checked per page)")
-    inappropriate_share: float = _f(0.3, "share of shown questionnaires that are inappropriate-content surveys")
-    fresh_impressions: int = _f(50, "targeting 'fresh_items': items with fewer impressions than this")
-    active_user_impressions: int = _f(150, "targeting 'active_users': users with more impressions than this")
-    popular_share: float = _f(0.1, "targeting 'popular_items': the top share of items by recent effective views")
-    response_watch: float = _f(0.0, "engagement part (MAR given observables): submit logit increase per unit "
+    inappropriate_share: float = doc_field(0.3, "share of shown questionnaires that are inappropriate-content surveys")
+    fresh_impressions: int = doc_field(50, "targeting 'fresh_items': items with fewer impressions than this")
+    active_user_impressions: int = doc_field(150, "targeting 'active_users': users with more impressions than this")
+    popular_share: float = doc_field(0.1, "targeting 'popular_items': the top share of items by recent effective views")
+    response_watch: float = doc_field(0.0, "engagement part (MAR given observables): submit logit increase per unit "
                                     "of watch fraction")
-    response_feedback: float = _f(0.0, "engagement part: submit logit increase per explicit feedback event on "
+    response_feedback: float = doc_field(0.0, "engagement part: submit logit increase per explicit feedback event on "
                                        "the item (like, share, comment, follow, dislike, report)")
-    response_depth: float = _f(0.0, "engagement part: submit logit change per unit of log(1 + items watched "
+    response_depth: float = doc_field(0.0, "engagement part: submit logit change per unit of log(1 + items watched "
                                     "earlier in the session)")
-    response_bias: float = _f(1.0, "self-masking part (MNAR): submit logit increase when satisfied (or an "
+    response_bias: float = doc_field(1.0, "self-masking part (MNAR): submit logit increase when satisfied (or an "
                                    "issue is perceived)")
-    extremity_bias: float = _f(0.5, "self-masking part (MNAR): submit logit increase per unit of satisfaction "
+    extremity_bias: float = doc_field(0.5, "self-masking part (MNAR): submit logit increase per unit of satisfaction "
                                     "extremity |2p-1|")
-    neutral_share: float = _f(0.35, "share of dissatisfied respondents who answer 'neutral', not 'dislike'")
-    adults_only_share: float = _f(0.4, "share of sexual/violent-only issues answered 'adults only'")
+    neutral_share: float = doc_field(0.35, "share of dissatisfied respondents who answer 'neutral', not 'dislike'")
+    adults_only_share: float = doc_field(0.4, "share of sexual/violent-only issues answered 'adults only'")
 
     def __post_init__(self) -> None:
         check_probability("base_rate", self.base_rate)
@@ -268,22 +267,22 @@ class QuestionnaireConfig:
 
 @dataclass(frozen=True, slots=True)
 class PlatformConfig:
-    days: int = _f(7, "simulated days")
-    page_size: int = _f(10, "items per page request (k)")
-    n_candidates: int = _f(200, "candidates per request from recall (C)")
-    recall_popular: float = _f(0.3, "share of candidates from the popular pool")
-    recall_interest: float = _f(0.5, "share of candidates from the categories of the user's recent clicks")
-    popular_pool: int = _f(500, "size of the popular pool recall draws from")
-    tick_s: float = _f(60.0, "simulated seconds between advances of due users (the serving window)")
-    max_batch: int = _f(128, "requests per policy call at most")
-    page_gap_s: float = _f(2.0, "seconds between the end of a page and the next request")
-    policy: str = _f("production", "serving policy of `satbed simulate` (a registered policy name)")
-    temperature: float = _f(1.0, "softmax temperature of the production policy's stochastic ranking")
-    recall_history: int = _f(20, "recent effective views whose leaf categories feed interest recall")
-    history_length: int = _f(50, "events kept per user and history in the feature store")
-    popularity_decay: float = _f(0.5, "daily decay of the items' recent effective-view counts (popularity)")
-    leaf_click_decay: float = _f(0.7, "daily decay of the users' per-category click counts (a ~3-day memory)")
-    log_candidates: bool = _f(False, "write each request's candidates and the logging policy's scores and "
+    days: int = doc_field(7, "simulated days")
+    page_size: int = doc_field(10, "items per page request (k)")
+    n_candidates: int = doc_field(200, "candidates per request from recall (C)")
+    recall_popular: float = doc_field(0.3, "share of candidates from the popular pool")
+    recall_interest: float = doc_field(0.5, "share of candidates from the categories of the user's recent clicks")
+    popular_pool: int = doc_field(500, "size of the popular pool recall draws from")
+    tick_s: float = doc_field(60.0, "simulated seconds between advances of due users (the serving window)")
+    max_batch: int = doc_field(128, "requests per policy call at most")
+    page_gap_s: float = doc_field(2.0, "seconds between the end of a page and the next request")
+    policy: str = doc_field("production", "serving policy of `satbed simulate` (a registered policy name)")
+    temperature: float = doc_field(1.0, "softmax temperature of the production policy's stochastic ranking")
+    recall_history: int = doc_field(20, "recent effective views whose leaf categories feed interest recall")
+    history_length: int = doc_field(50, "events kept per user and history in the feature store")
+    popularity_decay: float = doc_field(0.5, "daily decay of the items' recent effective-view counts (popularity)")
+    leaf_click_decay: float = doc_field(0.7, "daily decay of the users' per-category click counts (a ~3-day memory)")
+    log_candidates: bool = doc_field(False, "write each request's candidates and the logging policy's scores and "
                                      "temperature (candidates/ next to logs/), and the impressions' "
                                      "propensity_marginal: what off-policy evaluation needs (opt-in: ~2 ms "
                                      "and ~2 KB per request)")
@@ -316,7 +315,7 @@ class PlatformConfig:
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """The whole world and platform; the seed is part of the config so a run is reproducible."""
-    seed: int = _f(0, "run seed; every random stream derives from it")
+    seed: int = doc_field(0, "run seed; every random stream derives from it")
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     users: UserConfig = field(default_factory=UserConfig)
     behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
@@ -511,12 +510,52 @@ def iter_fields(cls: type, prefix: str = ""):
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``dotted = "a.b"``, creating the tables on the way."""
-    node = data
+    """Set ``data["a"]["b"] = value`` for ``dotted = "a.b"``, creating the tables on the way.
+
+    A list of tables (``buckets``, ``policies``) is entered by an element's ``name`` or its index:
+    ``buckets.easq.params.temperature`` or ``buckets.3.params.temperature``.
+    """
+    node: Any = data
     *parents, leaf = dotted.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
+    for i, p in enumerate(parents):
+        node = _list_element(node, p, ".".join(parents[:i])) if isinstance(node, list) else node.setdefault(p, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"{dotted}: {'.'.join(parents[:i + 1])} is a value, not a table")
+    if isinstance(node, list):
+        node = _list_element(node, leaf, ".".join(parents))
+        raise ConfigError(f"{dotted} names a whole table; set one of its keys ({dotted}.KEY=VALUE)")
     node[leaf] = value
+
+
+def _list_element(items: list, key: str, where: str) -> dict[str, Any]:
+    """The table of ``items`` whose ``name`` is ``key``, or whose index it is."""
+    named = [x for x in items if isinstance(x, dict) and x.get("name") == key]
+    if named:
+        return named[0]
+    if key.isdigit() and int(key) < len(items):
+        return items[int(key)]
+    names = [str(x.get("name")) for x in items if isinstance(x, dict) and "name" in x]
+    raise ConfigError(f"{where} has no element {key!r}; names: {', '.join(names) or 'none'} "
+                      f"(or an index below {len(items)})")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML (``3``, ``0.5``, ``true``, ``[0, 1]``, ``"x"``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignments(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` arguments as dotted overrides (values parsed by :func:`parse_value`)."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} must be KEY=VALUE (e.g. --set world.users.n_users=500)")
+        out[key.strip()] = parse_value(value.strip())
+    return out
 
 
 def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:

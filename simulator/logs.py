@@ -1,12 +1,20 @@
 """Impression logs: columnar buffers, Parquet partitions by day and bucket, validated reads.
 
-Layout of a log directory::
+Layout of a log directory (``candidates/`` is laid out the same way)::
 
-    logs/day=0003/bucket=control/part-0000.parquet
+    logs/day-0003/bucket-control/part-0000.parquet
 
 Each file holds every column of :data:`simulator.schema.IMPRESSION_SCHEMA` (``day`` and
-``bucket`` included, so a file read on its own is complete). Files are written atomically;
-reading validates every file against the schema and names any missing or mistyped column.
+``bucket`` included, so a file read on its own is complete). The directory names are not
+hive-style ``key=value`` on purpose: the columns inside the files are the only ``day`` and
+``bucket``, so ``pandas.read_parquet(logs)``, ``pyarrow.dataset.dataset(logs, partitioning="hive")``,
+Polars and DuckDB read the whole directory with no partitioning arguments and get the schema's
+types (``day`` int16, ``bucket`` dictionary; a ``day=0003`` directory would add a second,
+int32 or string ``day`` that pyarrow refuses to merge with the int16 column). Directories written
+before this layout (``day=0003/bucket=control``) are still read by :func:`log_files`.
+
+Files are written atomically; reading validates every file against the schema and names any
+missing or mistyped column, and any file that is not readable Parquet.
 """
 from __future__ import annotations
 
@@ -28,7 +36,11 @@ _KEEP = "__keep__"
 
 
 def _partition_dir(root: Path, day: int, bucket: str) -> Path:
-    return root / f"day={day:04d}" / f"bucket={bucket}"
+    return root / f"day-{day:04d}" / f"bucket-{bucket}"
+
+
+# the hive-style directory names written before (``day=0003/bucket=control``): still read
+_LEGACY_SEP = "="
 
 
 def columns_to_table(columns: dict[str, np.ndarray], *, bucket: str, policy: str) -> pa.Table:
@@ -129,16 +141,20 @@ class LogWriter:
         candidates, self._candidates = self._candidates, defaultdict(list)
         for bucket, parts in sorted(candidates.items()):
             path = _partition_dir(self.candidates_root, day, self.bucket_names[bucket]) / "part-0000.parquet"
-            write_parquet(candidates_table(parts), path)
+            write_parquet(candidates_table(parts, bucket=self.bucket_names[bucket]), path)
             self.files.append(path)
 
 
-def candidates_table(parts: Sequence[dict[str, np.ndarray]]) -> pa.Table:
-    """Arrow table of the candidate schema from buffered chunks (each (n,) columns and (n, C) lists)."""
+def candidates_table(parts: Sequence[dict[str, np.ndarray]], *, bucket: str) -> pa.Table:
+    """Arrow table of the candidate schema from buffered chunks (each (n,) columns and (n, C) lists);
+    ``bucket`` is a constant of the chunk."""
     targets = [name for name in parts[0] if name.startswith("target_")]
     schema = pa.schema([*CANDIDATE_SCHEMA, *(pa.field(name, pa.list_(pa.float64())) for name in targets)])
     arrays = []
     for field in schema:
+        if field.name == "bucket":
+            arrays.append(pa.array([bucket] * sum(len(p["day"]) for p in parts), type=field.type))
+            continue
         values = np.concatenate([p[field.name] for p in parts])
         if pa.types.is_list(field.type):
             n, c = values.shape
@@ -159,17 +175,51 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
 
 def log_files(root: str | Path, *, days: Sequence[int] | None = None,
               buckets: Sequence[str] | None = None) -> list[Path]:
+    """The Parquet files under a ``logs/`` or ``candidates/`` directory, by day then bucket.
+
+    Reads both ``day-DDDD/bucket-NAME/`` and the older hive-style ``day=DDDD/bucket=NAME/``.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"log directory {root} does not exist")
-    files = sorted(root.glob("day=*/bucket=*/*.parquet"))
+    keyed = []
+    for sep in ("-", _LEGACY_SEP):
+        for f in root.glob(f"day{sep}*/bucket{sep}*/*.parquet"):
+            keyed.append(((_day_key(f), _bucket_of(f), f.name), f))
+    keyed.sort(key=lambda kf: kf[0])     # as sorted(paths) orders one layout (partwise): the order read so far
+    files = [f for _, f in keyed]
     if days is not None:
-        wanted = {f"day={d:04d}" for d in days}
-        files = [f for f in files if f.parent.parent.name in wanted]
+        wanted = {f"{d:04d}" for d in days}
+        files = [f for f in files if _day_key(f) in wanted]
     if buckets is not None:
-        wanted = {f"bucket={b}" for b in buckets}
-        files = [f for f in files if f.parent.name in wanted]
+        wanted = set(buckets)
+        files = [f for f in files if _bucket_of(f) in wanted]
     return files
+
+
+def _day_key(file: Path) -> str:
+    return file.parent.parent.name[len("day-"):]
+
+
+def _bucket_of(file: Path) -> str:
+    return file.parent.name[len("bucket-"):]
+
+
+def _read_checked(path: Path, expected: Sequence[Column], *, where: str, columns: Sequence[str] | None = None,
+                  require_oracle: bool = True) -> pa.Table:
+    """Read one Parquet file validated against ``expected``; every failure names the file."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as err:
+        raise SchemaError(f"{where} is not a readable Parquet file: {str(err).strip()}") from err
+    validate_schema(schema, tuple(expected), where=where, require_oracle=require_oracle)
+    unknown = [c for c in columns or () if c not in schema.names]
+    if unknown:
+        raise SchemaError(f"{where} has no column(s) {', '.join(repr(c) for c in unknown)}")
+    try:
+        return pq.read_table(path, columns=list(columns) if columns else None)
+    except (pa.ArrowException, OSError) as err:       # a damaged data page: the footer read fine
+        raise SchemaError(f"{where} is not a readable Parquet file (corrupt data): {str(err).strip()}") from err
 
 
 def read_impressions(root: str | Path, *, days: Sequence[int] | None = None,
@@ -182,20 +232,15 @@ def read_impressions(root: str | Path, *, days: Sequence[int] | None = None,
         columns: subset of columns to return (all by default).
         require_oracle: if False, files without the ``true_*`` columns are accepted.
     Raises:
-        SchemaError: a file lacks a column or has one of the wrong type (the message names both).
+        SchemaError: a file lacks a column or has one of the wrong type, or is not readable
+            Parquet (truncated, corrupt); the message names the file and the column.
     """
     files = log_files(root, days=days, buckets=buckets)
     if not files:
         raise FileNotFoundError(f"no log files under {root}" + (f" for days {list(days)}" if days else "")
                                 + (f" and buckets {list(buckets)}" if buckets else ""))
-    tables = []
-    for f in files:
-        try:
-            schema = pq.read_schema(f)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise SchemaError(f"log file {f} is not a readable Parquet file: {err}") from None
-        validate_schema(schema, IMPRESSION_COLUMNS, where=f"log file {f}", require_oracle=require_oracle)
-        tables.append(pq.read_table(f, columns=list(columns) if columns else None))
+    tables = [_read_checked(f, IMPRESSION_COLUMNS, where=f"log file {f}", columns=columns,
+                            require_oracle=require_oracle) for f in files]
     table = pa.concat_tables(tables, promote_options="permissive")
     frame = table.to_pandas()
     for name in ("bucket", "policy", *CATEGORIES):
@@ -223,12 +268,16 @@ def read_candidates(run_dir: str | Path, *, days: Sequence[int] | None = None,
                                 "platform.log_candidates = true to log each request's candidates")
     tables = []
     for f in log_files(root, days=days, buckets=buckets):
-        validate_schema(pq.read_schema(f), CANDIDATE_COLUMNS, where=f"candidates file {f}")
-        tables.append(pq.read_table(f).append_column("bucket", pa.array([f.parent.name[len("bucket="):]] *
-                                                                        pq.read_metadata(f).num_rows)))
+        legacy = f.parent.name.startswith(f"bucket{_LEGACY_SEP}")    # written before bucket was a column
+        expected = [c for c in CANDIDATE_COLUMNS if not (legacy and c.name == "bucket")]
+        table = _read_checked(f, expected, where=f"candidates file {f}")
+        if "bucket" not in table.column_names:
+            table = table.append_column("bucket", pa.array([_bucket_of(f)] * table.num_rows, pa.string()))
+        tables.append(table)
     if not tables:
         raise FileNotFoundError(f"no candidates files under {root}")
     table = pa.concat_tables(tables, promote_options="permissive").sort_by([("request_id", "ascending")])
+    table = table.select([*(n for n in table.column_names if n != "bucket"), "bucket"])   # bucket last
     partial = [n for n in table.column_names if n.startswith("target_") and table.column(n).null_count]
     if partial:
         raise ValueError(f"shadow target scores {', '.join(partial)} were logged for some buckets only; "
@@ -254,8 +303,7 @@ def read_frame(path: str | Path, columns: tuple[Column, ...], *, require_oracle:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"table {path} does not exist")
-    validate_schema(pq.read_schema(path), columns, where=f"table {path}", require_oracle=require_oracle)
-    return pq.read_table(path).to_pandas()
+    return _read_checked(path, columns, where=f"table {path}", require_oracle=require_oracle).to_pandas()
 
 
 def read_run(run_dir: str | Path, **kwargs) -> LogData:

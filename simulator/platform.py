@@ -32,8 +32,8 @@ from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
 from simulator.logs import LogWriter
 from simulator.plackett_luce import conditional_propensities, log_weights, marginal_propensities
-from simulator.questionnaire import ADULTS_ONLY, DISLIKE, LIKE, RESPONSE_DRAWS, UNSUITABLE, \
-    Engagement, exposure_from_uniforms, exposure_probability, respond_from_uniforms
+from simulator.questionnaire import DISSATISFIED_CODES, RESPONSE_DRAWS, SATISFIED_CODES, Engagement, \
+    exposure_from_uniforms, exposure_probability, respond_from_uniforms
 from simulator.recall import Recall
 from simulator.schema import NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK, RankBatch
 from simulator.world import BEHAVIOUR_DRAWS, World
@@ -281,7 +281,13 @@ class Platform:
             return
         users = np.unique(self._pending_u[self._pending_i:end])
         self._pending_i = end
-        users = users[~self.in_session[users]]
+        self.open_sessions(users[~self.in_session[users]], now)
+
+    def open_sessions(self, users: np.ndarray, now: float) -> None:
+        """Open a session at ``now`` for each of ``users`` (distinct): a time budget, the carried-in
+        category fatigue, a possible switch of the active sub-interest and (if on) interest drift,
+        drawn from the arrival stream in this order. :meth:`start_sessions` calls it for the due
+        sessions; :mod:`simulator.gym_env` calls it for the sessions it serves step by step."""
         if not users.size:
             return
         cfg, rng = self.config, self.arrival_rng
@@ -467,8 +473,8 @@ class Platform:
         answer = resp.answer.reshape(b, k)
         self.features.record_pages(
             users, pages, served=served, effective_view=effective_view, skip=beh.skip.reshape(b, k),
-            like=beh.like.reshape(b, k), survey_satisfied=answer == LIKE,
-            survey_dissatisfied=(answer == DISLIKE) | (answer == UNSUITABLE) | (answer == ADULTS_ONLY),
+            like=beh.like.reshape(b, k), survey_satisfied=np.isin(answer, SATISFIED_CODES),
+            survey_dissatisfied=np.isin(answer, DISSATISFIED_CODES),
             survey_submitted=resp.submitted.reshape(b, k))
         start = (cum - watch).ravel()
         request = self._next_request + np.arange(b)

@@ -1,16 +1,12 @@
-"""Plots of a simulation run (matplotlib, Agg backend, written atomically as PNG)."""
+"""Plots of a simulation run (matplotlib without pyplot, written atomically as PNG)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from simulator.atomic import atomic_path  # noqa: E402
+from simulator.figures import save_figure, subplots
 
 
 def plot_simulation(logs: pd.DataFrame, path: str | Path) -> Path:
@@ -19,7 +15,7 @@ def plot_simulation(logs: pd.DataFrame, path: str | Path) -> Path:
     days = np.asarray(sorted(logs["day"].unique()))
     sat = logs[logs["survey_shown"] & (logs["survey_type"] == "satisfaction")]
     answered = sat[sat["survey_submitted"]]
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    fig, ax = subplots(2, 2, figsize=(11, 7), constrained_layout=True)
 
     a = ax[0, 0]
     a.bar(days, by_day["user_id"].nunique().to_numpy(), color="#8da0cb", label="daily active users")
@@ -62,8 +58,4 @@ def plot_simulation(logs: pd.DataFrame, path: str | Path) -> Path:
     a.set_title("Response bias: what surveys say vs the truth")
     a.legend(fontsize=8)
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -28,11 +28,14 @@ from scipy.special import expit, logit
 
 from simulator.config import QuestionnaireConfig
 from simulator.features import FeatureStore
-from simulator.schema import INAPPROPRIATE_ANSWERS, ISSUE_TYPES, SATISFACTION_ANSWERS, SURVEY_ANSWERS
+from simulator.schema import (DISSATISFIED_ANSWERS, INAPPROPRIATE_ANSWERS, ISSUE_TYPES, SATISFACTION_ANSWERS,
+                              SATISFIED_ANSWERS, SURVEY_ANSWERS)
 
 SAT, INAPPROPRIATE = 0, 1                      # survey_type codes (schema.SURVEY_TYPES order)
 LIKE, NEUTRAL, DISLIKE = (SURVEY_ANSWERS.index(a) for a in SATISFACTION_ANSWERS)
 SUITABLE, UNSUITABLE, ADULTS_ONLY = (SURVEY_ANSWERS.index(a) for a in INAPPROPRIATE_ANSWERS)
+SATISFIED_CODES = np.array([SURVEY_ANSWERS.index(a) for a in SATISFIED_ANSWERS])          # survey_answer codes
+DISSATISFIED_CODES = np.array([SURVEY_ANSWERS.index(a) for a in DISSATISFIED_ANSWERS])
 _ADULT_MASK = sum(1 << ISSUE_TYPES.index(t) for t in ("sexual", "violent"))
 RESPONSE_DRAWS = 5           # uniforms per impression in respond()
 

@@ -14,6 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+# the Gymnasium observation of a RankBatch and a page as scores, re-exported here because policies
+# import nothing from the simulator but this module (policies.gym_adapter, simulator.gym_env)
+from simulator.observation import (CANDIDATE_FEATURES, CATEGORY_COLUMNS, USER_FEATURES,  # noqa: F401
+                                   observe, page_scores)
+
 if TYPE_CHECKING:  # the feature store is read by policies through RankBatch, never imported
     from simulator.features import FeatureStore
 
@@ -27,6 +32,13 @@ SURVEY_TYPES = ("satisfaction", "inappropriate")
 SATISFACTION_ANSWERS = ("like", "neutral", "dislike")
 INAPPROPRIATE_ANSWERS = ("suitable", "unsuitable", "adults_only")
 SURVEY_ANSWERS = SATISFACTION_ANSWERS + INAPPROPRIATE_ANSWERS
+# What answers mean, the one home of it: the feature store's histories, the metrics and the policies read these.
+SATISFIED_ANSWERS = ("like",)
+"""Answers that say the user was satisfied (the ``satisfied`` history; EASQ's preferred items)."""
+DISSATISFIED_ANSWERS = ("dislike", "unsuitable", "adults_only")
+"""Answers that say the user was not (the ``dissatisfied`` history)."""
+ISSUE_ANSWERS = ("unsuitable", "adults_only")
+"""Answers of an inappropriate questionnaire that report an issue."""
 # every non-empty set of issue types, joined by ","; the code of a set is its bit mask - 1
 SURVEY_REASONS = tuple(
     ",".join(t for b, t in enumerate(ISSUE_TYPES) if mask >> b & 1)
@@ -144,6 +156,7 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
     Column("ts", pa.float64(), "time of the serving round, since the start of the run", "s"),
     Column("user_id", pa.int32(), "user making the request"),
     Column("request_id", pa.int64(), "page request (joins the impression log's request_id)"),
+    Column("bucket", pa.string(), "A/B bucket that served the request"),
     Column("policy", pa.string(), "registered name of the logging policy"),
     Column("temperature", pa.float64(),
            "softmax temperature of the logging policy's Plackett-Luce ranking; NaN when it ranks "
@@ -153,7 +166,7 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
            "the logging policy's score of each candidate (full precision: softmax(scores / temperature) "
            "is the logging distribution)"),
 )
-"""One row per page request (``platform.log_candidates``): ``<run>/candidates/day=D/bucket=B/``."""
+"""One row per page request (``platform.log_candidates``): ``<run>/candidates/day-DDDD/bucket-NAME/``."""
 
 IMPRESSION_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in IMPRESSION_COLUMNS])
 ITEM_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in ITEM_COLUMNS])

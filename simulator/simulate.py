@@ -1,4 +1,4 @@
-"""`satbed simulate`: generate a world, serve it with one policy, and write a run directory.
+"""A simulation run: generate a world, serve it with one policy, and write a run directory.
 
 A run directory holds::
 
@@ -68,13 +68,14 @@ class SimulationResult:
     seconds: float
 
 
-def simulate(config: SimConfig, out: str | Path, *, progress: bool = True,
-             overwrite: bool = False) -> SimulationResult:
-    """Simulate ``config.platform.days`` days of the world served by ``config.platform.policy``."""
-    from policies import make_policy   # the simulator calls policies only through the protocol
-    name = config.platform.policy
-    params = {"temperature": config.platform.temperature} if name == "production" else {}
-    policy = make_policy(name, **params)     # an unknown name fails before anything is written
+def run_simulation(config: SimConfig, out: str | Path, policy: Any, *, progress: bool = True,
+                   overwrite: bool = False) -> SimulationResult:
+    """Simulate ``config.platform.days`` days of the world served by ``policy``.
+
+    ``policy`` is any object of the policy protocol (``fit``, ``score``), the one that
+    ``config.platform.policy`` names; :func:`experiments.simulate.simulate` builds it from the name.
+    The simulator calls it only through the protocol.
+    """
     out = prepare_run_dir(Path(out), overwrite=overwrite)
     started = time.perf_counter()
     write_status(out, "running")

@@ -6,11 +6,11 @@ A replication has up to two parts, both over the config's seeds (one independent
 - **offline** (the paper's offline table): a world simulated for ``log_days`` under the
   production policy; the rows of ``offline`` (a registered policy and parameters each: the
   model, its ablations, the baselines) are fitted on all but the last ``test_days`` and
-  evaluated on those by the shared protocol of :mod:`studies.offline` (plus, for USM, the survey
+  evaluated on those by the shared protocol of :mod:`studies.engine.offline` (plus, for USM, the survey
   heads' AUC and calibration on the answered questionnaires, :mod:`studies.usm_replication`).
   One cell per seed; the table is mean ± sd over seeds.
 - **online** (the paper's A/B test): ``pre_days`` served by production train the ``online``
-  buckets, which then serve their users for ``days`` (``simulator.experiment.run_experiment``,
+  buckets, which then serve their users for ``days`` (``experiments.runner.run_experiment``,
   exactly as ``satbed ab``), with ``update()`` calls for online learners. One cell per seed;
   the lifts vs ``control`` are pooled over seeds by random effects (as in `head_to_head`), and
   the daily lifts (SAQRec Table 4, USM Fig. 5-6) and daily bucket means are plotted.
@@ -27,22 +27,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least,
+from simulator.config import (ConfigError, SimConfig, doc_field, check_choice, check_int_at_least,
                               dump_toml, from_dict, to_dict, with_overrides)
-from simulator.experiment import ExperimentConfig, check_ab_settings, describe_learning
-from simulator.metrics import METRICS_BY_NAME
-from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
+from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.metrics import METRICS_BY_NAME
+from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           run_ab_cell, run_facts)
 from studies.head_to_head import pooled_lifts
-from studies.offline import METRICS as OFFLINE_METRICS
-from studies.offline import TARGETS, evaluate_policies
-from studies.reporting import COLORS, band_plot, forest_plot, interval, markdown_table, pct, random_effects, \
+from studies.engine.offline import METRICS as OFFLINE_METRICS
+from studies.engine.offline import TARGETS, evaluate_policies
+from studies.engine.reporting import COLORS, band_plot, forest_plot, interval, markdown_table, pct, random_effects, \
     save_figure, world_means, z_value
-from studies.sweep import Cell
+from studies.engine.sweep import Cell
 
 CACHE_VERSION = 2                    # 2: one learning schedule for every bucket; policy seeds
 EXTRA_METRICS: dict[str, tuple[str, ...]] = {}
-"""Offline metrics beyond :data:`studies.offline.METRICS`, by ``extra`` name (registered by the
+"""Offline metrics beyond :data:`studies.engine.offline.METRICS`, by ``extra`` name (registered by the
 study module that computes them, e.g. ``"usm"``)."""
 EXTRA_FUNCTIONS: dict[str, str] = {}
 """``extra`` name -> ``"module:function"`` ``(policy, task, logs) -> {metric: value}``."""
@@ -52,30 +52,30 @@ EXTRA_FUNCTIONS: dict[str, str] = {}
 class ReplicationConfig:
     """Config of a paper replication (``studies/configs/<study>.toml``)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "world (its seed is replaced)"})
-    seeds: tuple[int, ...] = _f((0, 1, 2), "world seeds: one offline and one online cell per seed")
-    policy_seeds: tuple[int, ...] = _f((0,), "online: policy training seeds (ExperimentConfig.policy_seed); every "
+    seeds: tuple[int, ...] = doc_field((0, 1, 2), "world seeds: one offline and one online cell per seed")
+    policy_seeds: tuple[int, ...] = doc_field((0,), "online: policy training seeds (ExperimentConfig.policy_seed); every "
                                              "world seed's A/B test runs with each")
     # offline
     offline: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "rows of the offline table"})
-    log_days: int = _f(3, "offline: production-served days simulated; the last test_days are the test")
-    test_days: int = _f(1, "offline: held-out days")
-    n_negatives: int = _f(99, "offline: sampled negatives per ranking target")
-    target: str = _f("effective_view", "offline ranking positive: effective_view or satisfied (oracle)")
-    offline_metrics: tuple[str, ...] = _f(("ndcg@10", "mrr"), "offline metrics of the table")
-    extra: str = _f("", "extra offline metrics ('' or 'usm': survey-head AUC / calibration)")
+    log_days: int = doc_field(3, "offline: production-served days simulated; the last test_days are the test")
+    test_days: int = doc_field(1, "offline: held-out days")
+    n_negatives: int = doc_field(99, "offline: sampled negatives per ranking target")
+    target: str = doc_field("effective_view", "offline ranking positive: effective_view or satisfied (oracle)")
+    offline_metrics: tuple[str, ...] = doc_field(("ndcg@10", "mrr"), "offline metrics of the table")
+    extra: str = doc_field("", "extra offline metrics ('' or 'usm': survey-head AUC / calibration)")
     # online
     online: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "A/B buckets, control included"})
-    control: str = _f("production", "control bucket of the A/B test")
-    pre_days: int = _f(2, "online: production-served days whose logs train the buckets")
-    days: int = _f(3, "online: experiment days")
-    learning: str = _f("frozen", "online: how every bucket learns during the test: frozen, update or refit "
+    control: str = doc_field("production", "control bucket of the A/B test")
+    pre_days: int = doc_field(2, "online: production-served days whose logs train the buckets")
+    days: int = doc_field(3, "online: experiment days")
+    learning: str = doc_field("frozen", "online: how every bucket learns during the test: frozen, update or refit "
                                  "(ExperimentConfig.learning)")
-    update_interval_s: float = _f(3600.0, "online: learning = update: seconds between update() calls")
-    update_epochs: int = _f(1, "online: learning = update: passes over the new logs per update() call")
-    online_metrics: tuple[str, ...] = _f(("aut", "avt", "p2n"), "A/B metrics of the lift table")
-    daily_metrics: tuple[str, ...] = _f(("aut", "avt", "p2n"), "metrics plotted day by day")
-    alpha: float = _f(0.05, "significance level")
-    correction: str = _f("holm", "multiple-comparison correction of the lift table: holm or bh")
+    update_interval_s: float = doc_field(3600.0, "online: learning = update: seconds between update() calls")
+    update_epochs: int = doc_field(1, "online: learning = update: passes over the new logs per update() call")
+    online_metrics: tuple[str, ...] = doc_field(("aut", "avt", "p2n"), "A/B metrics of the lift table")
+    daily_metrics: tuple[str, ...] = doc_field(("aut", "avt", "p2n"), "metrics plotted day by day")
+    alpha: float = doc_field(0.05, "significance level")
+    correction: str = doc_field("holm", "multiple-comparison correction of the lift table: holm or bh")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
@@ -143,7 +143,7 @@ def _resolve(path: str) -> Callable:
 
 def run_offline(params: dict, seed: int) -> list[dict]:
     """One world's logs; every offline row fitted and evaluated on them."""
-    from studies.offline import simulate_logs
+    from studies.engine.offline import simulate_logs
     world = with_overrides(from_dict(SimConfig, params["world"]), {"seed": seed})
     logs = simulate_logs(world)
     extra = _resolve(params["extra_fn"]) if params["extra_fn"] else None
@@ -264,13 +264,13 @@ def online_markdown(pooled: pd.DataFrame, config: ReplicationConfig, labels: dic
 def daily_plot(table: pd.DataFrame, config: ReplicationConfig, out: Path, labels: dict[str, str]) -> str | None:
     """Daily lift vs control per metric (random-effects pooled over seeds, CI band), and the
     daily bucket means below it."""
-    import matplotlib.pyplot as plt
+    from simulator.figures import subplots
     dl, dm = table[table["kind"] == "daily_lift"], table[table["kind"] == "daily"]
     metrics = list(config.daily_metrics)
     if dl.empty or not metrics:
         return None
     z = z_value(config.alpha)
-    fig, axes = plt.subplots(2, len(metrics), figsize=(4.4 * len(metrics), 6.4), constrained_layout=True,
+    fig, axes = subplots(2, len(metrics), figsize=(4.4 * len(metrics), 6.4), constrained_layout=True,
                              squeeze=False)
     treat = [p.name for p in config.online if p.name != config.control]
     for j, m in enumerate(metrics):
@@ -309,7 +309,7 @@ def describe(config: ReplicationConfig) -> str:
     if config.offline:
         parts.append(f"Offline: {config.log_days} production-served days, the first "
                      f"{config.log_days - config.test_days} train and the last {config.test_days} test "
-                     f"(`studies.offline`: next {config.target.replace('_', ' ')} against {config.n_negatives} "
+                     f"(`studies.engine.offline`: next {config.target.replace('_', ' ')} against {config.n_negatives} "
                      "sampled items; clicks vs skips; one fit per seed).")
     if config.online:
         parts.append(f"Online: {config.pre_days} production-served day(s) train the buckets, then a "
@@ -421,8 +421,8 @@ class Claim:
 
 def _offline_claim(claim: Claim, config: ReplicationConfig, by_seed: pd.DataFrame) -> dict:
     """Per-seed difference treatment - baseline (of |value| with ``absolute``), mean and t interval."""
-    from studies.offline import RANK_METRICS
-    from studies.reporting import mean_ci
+    from studies.engine.offline import RANK_METRICS
+    from studies.engine.reporting import mean_ci
     name = claim.metric.upper() if claim.metric in OFFLINE_METRICS else claim.metric
     row = {"measure": f"Δ |{name}|" if claim.absolute else f"Δ {name}", "unit": "difference"}
     if claim.metric in RANK_METRICS:

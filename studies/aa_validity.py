@@ -4,7 +4,7 @@ Each replication (one cell per seed) is a small A/A test: a fresh world (``world
 cell's seed), ``pre_days`` served by production, then ``days`` in which ``n_buckets`` buckets
 (users split by a salted hash, re-salted per replication) are *all* served by the same policy
 (``run_experiment(..., aa=True)``). Every treatment bucket is compared with the control on every
-metric of :data:`simulator.metrics.METRICS` exactly as ``satbed ab`` compares them (per-user
+metric of :data:`experiments.metrics.METRICS` exactly as ``satbed ab`` compares them (per-user
 sums, Welch's test for per-user metrics, the delta method for ratio metrics).
 
 Per metric, over all replications and treatment buckets:
@@ -33,12 +33,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from simulator.config import ConfigError, SimConfig, _f, check_choice, check_int_at_least, from_dict, to_dict
-from simulator.experiment import BucketConfig, ExperimentConfig, run_experiment
-from simulator.metrics import METRICS, METRICS_BY_NAME
-from studies.base import PolicySpec, Summary, check_policies, register_study, study_main
-from studies.reporting import COLORS, markdown_table, num, pct, save_figure, wilson
-from studies.sweep import Cell
+from simulator.config import ConfigError, SimConfig, doc_field, check_choice, check_int_at_least, from_dict, to_dict
+from experiments.config import BucketConfig, ExperimentConfig
+from experiments.runner import run_experiment
+from experiments.metrics import METRICS, METRICS_BY_NAME
+from studies.engine.base import PolicySpec, Summary, check_policies, register_study, study_main
+from studies.engine.reporting import COLORS, markdown_table, num, pct, save_figure, wilson
+from studies.engine.sweep import Cell
 
 NAME = "aa_validity"
 CACHE_VERSION = 1
@@ -50,14 +51,14 @@ class AAValidityConfig:
     """Config of `aa_validity` (studies/configs/aa_validity.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "world of every replication "
                                                                           "(its seed is replaced)"})
-    replications: int = _f(200, "A/A tests; replication r uses seed first_seed + r")
-    first_seed: int = _f(0, "seed of the first replication")
-    pre_days: int = _f(1, "production-served days before the A/A period")
-    days: int = _f(1, "A/A days")
-    n_buckets: int = _f(2, "buckets (all on the same policy); each non-control one is a test")
+    replications: int = doc_field(200, "A/A tests; replication r uses seed first_seed + r")
+    first_seed: int = doc_field(0, "seed of the first replication")
+    pre_days: int = doc_field(1, "production-served days before the A/A period")
+    days: int = doc_field(1, "A/A days")
+    n_buckets: int = doc_field(2, "buckets (all on the same policy); each non-control one is a test")
     policy: PolicySpec = field(default_factory=PolicySpec, metadata={"doc": "the policy of every bucket"})
-    alpha: float = _f(0.05, "significance level of every test")
-    correction: str = _f("holm", "multiple-comparison correction of the report's family: holm or bh")
+    alpha: float = doc_field(0.05, "significance level of every test")
+    correction: str = doc_field("holm", "multiple-comparison correction of the report's family: holm or bh")
 
     def __post_init__(self) -> None:
         check_int_at_least("replications", self.replications, 2)
@@ -154,8 +155,8 @@ def family_rates(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
 
 
 def _plots(rates: pd.DataFrame, table: pd.DataFrame, out: Path, alpha: float) -> list[str]:
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rates) + 1.6), constrained_layout=True, sharey=True)
+    from simulator.figures import subplots
+    fig, axes = subplots(1, 2, figsize=(11, 0.32 * len(rates) + 1.6), constrained_layout=True, sharey=True)
     y = np.arange(len(rates))
     for ax, (col, lo, hi, target, title) in zip(axes, (
             ("false_positive_rate", "fpr_low", "fpr_high", alpha, f"A/A false-positive rate (alpha = {alpha})"),
@@ -176,7 +177,7 @@ def _plots(rates: pd.DataFrame, table: pd.DataFrame, out: Path, alpha: float) ->
     save_figure(fig, out / "aa_rates.png")
 
     shown = [m for m in PVALUE_PLOTS if m in set(rates["metric"])]
-    fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.6), constrained_layout=True,
+    fig, axes = subplots(1, len(shown), figsize=(2.6 * len(shown), 2.6), constrained_layout=True,
                              squeeze=False)
     for ax, name in zip(axes.ravel(), shown):
         p = table.loc[(table["metric"] == name) & table["defined"].astype(bool), "p_value"].to_numpy(float)

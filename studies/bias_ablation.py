@@ -19,7 +19,7 @@ Its observation probability factorises as
 ``pscore = true_p_show x (1 - inappropriate_share) x P(submit | shown)``: the first two factors
 are the platform's own exposure design (known exactly), the last is either the survey-submit
 model's fitted prediction (``propensity = fitted``: the A/B pipeline's model,
-:func:`simulator.metrics.submit_propensity`, from observable behaviour only, not clipped) or the simulator's true ``true_p_submit`` (``propensity = true``: what no
+:func:`experiments.metrics.submit_propensity`, from observable behaviour only, not clipped) or the simulator's true ``true_p_submit`` (``propensity = true``: what no
 platform has). Estimators (:mod:`estimators.rates`): ``naive`` (respondents' like share, USM
 Eq. 1), ``ips`` (SAQRec Eq. 4), ``snips``, ``dr`` (imputation: a logistic like-model fitted on
 the respondents' observable behaviour: watch fraction, like/share/comment/follow,
@@ -49,12 +49,12 @@ import numpy as np
 import pandas as pd
 
 from estimators import LogisticPropensity, doubly_robust, ips, naive, snips, usm_debiased_rate
-from simulator.config import ConfigError, SimConfig, _f, from_dict, to_dict, with_overrides
-from simulator.metrics import ISSUE_ANSWERS, submit_propensity
-from simulator.schema import NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK
-from studies.base import Summary, check_seeds, register_study, study_main
-from studies.reporting import COLORS, band_plot, markdown_table, mean_ci, num, save_figure
-from studies.sweep import Cell
+from simulator.config import ConfigError, SimConfig, doc_field, from_dict, to_dict, with_overrides
+from experiments.metrics import submit_propensity
+from simulator.schema import ISSUE_ANSWERS, NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK
+from studies.engine.base import Summary, check_seeds, register_study, study_main
+from studies.engine.reporting import COLORS, band_plot, markdown_table, mean_ci, num, save_figure
+from studies.engine.sweep import Cell
 
 NAME = "bias_ablation"
 CACHE_VERSION = 2   # 2: fitted submit model with session depth, not clipped
@@ -76,13 +76,13 @@ ESTIMATORS = (("satisfaction", "naive", "none"), ("satisfaction", "ips", "fitted
 class BiasAblationConfig:
     """Config of `bias_ablation` (studies/configs/bias_ablation.toml). An empty knob list skips it."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "base world (its seed is replaced)"})
-    seeds: tuple[int, ...] = _f((0, 1, 2, 3, 4), "world seeds; every setting runs every seed")
-    base_rate: tuple[float, ...] = _f((0.02, 0.06, 0.15, 0.3), "questionnaire.base_rate values")
-    targeting: tuple[str, ...] = _f(("none", "popular_items", "fresh_items", "active_users"),
+    seeds: tuple[int, ...] = doc_field((0, 1, 2, 3, 4), "world seeds; every setting runs every seed")
+    base_rate: tuple[float, ...] = doc_field((0.02, 0.06, 0.15, 0.3), "questionnaire.base_rate values")
+    targeting: tuple[str, ...] = doc_field(("none", "popular_items", "fresh_items", "active_users"),
                                     "questionnaire.targeting values")
-    response_bias: tuple[float, ...] = _f((0.0, 1.0, 2.0, 3.0), "questionnaire.response_bias values")
-    random_responder_share: tuple[float, ...] = _f((0.0, 0.05, 0.15, 0.3), "users.random_responder_share values")
-    alpha: float = _f(0.05, "1 - confidence level of the estimators' intervals and the bias bands")
+    response_bias: tuple[float, ...] = doc_field((0.0, 1.0, 2.0, 3.0), "questionnaire.response_bias values")
+    random_responder_share: tuple[float, ...] = doc_field((0.0, 0.05, 0.15, 0.3), "users.random_responder_share values")
+    alpha: float = doc_field(0.05, "1 - confidence level of the estimators' intervals and the bias bands")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
@@ -185,7 +185,7 @@ def estimate_rows(imp: pd.DataFrame, users: pd.DataFrame, world: SimConfig, *, a
 def run_cell(params: dict, seed: int) -> list[dict]:
     """Simulate one setting's world with ``seed`` and estimate every rate."""
     from simulator.logs import read_run
-    from simulator.simulate import simulate
+    from experiments.simulate import simulate
     world = replace(from_dict(SimConfig, params["world"]), seed=seed)
     with tempfile.TemporaryDirectory(prefix="satbed-bias-") as tmp:
         simulate(world, Path(tmp) / "run", progress=False)
@@ -232,9 +232,9 @@ def _name(estimator: str, propensity: str) -> str:
 
 
 def _plot(agg: pd.DataFrame, config: BiasAblationConfig, out: Path) -> str:
-    import matplotlib.pyplot as plt
+    from simulator.figures import subplots
     knobs = [k for k in KNOBS if getattr(config, k)]
-    fig, axes = plt.subplots(len(knobs), 2, figsize=(11, 2.9 * len(knobs)), constrained_layout=True,
+    fig, axes = subplots(len(knobs), 2, figsize=(11, 2.9 * len(knobs)), constrained_layout=True,
                              squeeze=False)
     styles = {"none": "-", "fitted": "-", "true": "--"}
     for r, knob in enumerate(knobs):

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from studies import _replication as R
-from studies.base import Summary, register_study, study_main
-from studies.sweep import Cell
+from studies.engine.base import Summary, register_study, study_main
+from studies.engine.sweep import Cell
 
 NAME = "easq_online"
 LABELS = {"easq": "EASQ (online)", "easq_wo_lora": "w/o LoRA", "easq_wo_dpo": "w/o DPO",

@@ -5,7 +5,7 @@ parameters; ``control`` names the production bucket), never from code: adding a 
 is one more table in ``studies/configs/head_to_head.toml``. Each seed is one cell: a fresh world
 (``world.seed`` = the seed), ``pre_days`` served by production (the training logs), then
 ``days`` with the users split into equal buckets by a salted hash, each served by its policy,
-exactly as ``satbed ab`` runs it (``simulator.experiment.run_experiment``). The cell returns the
+exactly as ``satbed ab`` runs it (``experiments.runner.run_experiment``). The cell returns the
 run's lift table: every treatment bucket vs the control on every metric, per-user delta-method
 or Welch intervals.
 
@@ -31,14 +31,14 @@ import numpy as np
 import pandas as pd
 
 from estimators import adjust_pvalues
-from simulator.config import ConfigError, SimConfig, _f, dump_toml, to_dict
-from simulator.experiment import ExperimentConfig, check_ab_settings, describe_learning
-from simulator.metrics import METRICS_BY_NAME
-from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict
+from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.metrics import METRICS_BY_NAME
+from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           register_study, run_ab_cell, run_facts, study_main)
-from studies.reporting import (forest_plot, interval, markdown_table, normal_p, pct, random_effects,
+from studies.engine.reporting import (forest_plot, interval, markdown_table, normal_p, pct, random_effects,
                                spread_sources, world_means, z_value)
-from studies.sweep import Cell
+from studies.engine.sweep import Cell
 
 NAME = "head_to_head"
 CACHE_VERSION = 2                    # 2: one learning schedule for every bucket; policy seeds
@@ -49,22 +49,22 @@ VERDICT_METRICS = ("aut", "avt", "p2n")       # SAQRec Table 4's online metrics
 class HeadToHeadConfig:
     """Config of `head_to_head` (studies/configs/head_to_head.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "world (its seed is replaced)"})
-    seeds: tuple[int, ...] = _f((0, 1, 2), "world seeds: one A/B test per seed and policy seed")
-    policy_seeds: tuple[int, ...] = _f((0,), "policy training seeds (ExperimentConfig.policy_seed): every world "
+    seeds: tuple[int, ...] = doc_field((0, 1, 2), "world seeds: one A/B test per seed and policy seed")
+    policy_seeds: tuple[int, ...] = doc_field((0,), "policy training seeds (ExperimentConfig.policy_seed): every world "
                                              "seed runs with each")
-    pre_days: int = _f(2, "production-served days whose logs train the policies")
-    days: int = _f(3, "experiment days")
+    pre_days: int = doc_field(2, "production-served days whose logs train the policies")
+    days: int = doc_field(3, "experiment days")
     policies: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "the arms, control included"})
-    control: str = _f("production", "name of the control policy (the production bucket)")
-    learning: str = _f("frozen", "how every bucket learns during the test: frozen, update or refit "
+    control: str = doc_field("production", "name of the control policy (the production bucket)")
+    learning: str = doc_field("frozen", "how every bucket learns during the test: frozen, update or refit "
                                  "(ExperimentConfig.learning)")
-    update_interval_s: float = _f(3600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = _f(1, "learning = update: passes over the new logs per update() call")
-    metrics: tuple[str, ...] = _f(("aut", "avt", "p2n", "skip_rate", "like_rate", "dislike_rate",
+    update_interval_s: float = doc_field(3600.0, "learning = update: seconds between update() calls")
+    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
+    metrics: tuple[str, ...] = doc_field(("aut", "avt", "p2n", "skip_rate", "like_rate", "dislike_rate",
                                    "survey_like_rate_debiased", "survey_issue_rate_debiased", "oracle_satisfaction"),
                                   "metrics of the table, the correction family and the forest plot")
-    alpha: float = _f(0.05, "significance level")
-    correction: str = _f("holm", "multiple-comparison correction over the table: holm or bh")
+    alpha: float = doc_field(0.05, "significance level")
+    correction: str = doc_field("holm", "multiple-comparison correction over the table: holm or bh")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
@@ -102,9 +102,9 @@ def cells(config: HeadToHeadConfig) -> list[Cell]:
 def pooled_lifts(lifts: pd.DataFrame, *, alpha: float, metrics: tuple[str, ...], correction: str,
                  policy_of: dict[str, str]) -> pd.DataFrame:
     """Random-effects pooled relative lift per (bucket, metric) over worlds (the runs of one
-    world, its policy seeds, are averaged first: :func:`studies.reporting.world_means`),
+    world, its policy seeds, are averaged first: :func:`studies.engine.reporting.world_means`),
     corrected p-values, and where the lift's spread comes from
-    (:func:`studies.reporting.spread_sources`). ``seeds`` counts worlds, ``runs`` runs.
+    (:func:`studies.engine.reporting.spread_sources`). ``seeds`` counts worlds, ``runs`` runs.
 
     Args:
         lifts: the cells' ``kind == "lift"`` rows (bucket, metric, seed, policy_seed, lift,
@@ -206,7 +206,7 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
               "ground truth: upper bounds, not deployable policies.", "",
               "![forest plot](forest.png)", "",
               "Where each lift's spread comes from (standard deviations of the relative lift; "
-              "`studies.reporting.spread_sources`): users (the runs' own sampling error), policy training "
+              "`studies.engine.reporting.spread_sources`): users (the runs' own sampling error), policy training "
               "seeds on the same world, and worlds:", "",
               markdown_table(pooled[["policy", "metric", "sd_users", "sd_policy_seed", "sd_world_seed"]],
                              {c: (lambda v: "" if not np.isfinite(v) else pct(v, sign=False)) for c in

@@ -8,7 +8,7 @@ same world (``world.seed`` = the cell's seed):
   (``run_experiment``: the policies are fitted on the ``pre_days`` production-served days, then
   serve their buckets for ``days``); the relative lift of each online metric (AUT, P2N and the
   oracle mean satisfaction by default) vs the control, whose own lift is 0;
-- **offline**: the shared protocol of :mod:`studies.offline` on the *same* pre-period logs,
+- **offline**: the shared protocol of :mod:`studies.engine.offline` on the *same* pre-period logs,
   as a team would evaluate before launching: fresh policies fitted on the pre-period minus its
   last ``test_days`` and evaluated on those days (next-positive NDCG@10 with sampled negatives,
   clicks-vs-skips AUC, ...).
@@ -33,14 +33,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from simulator.config import ConfigError, SimConfig, _f, check_int_at_least, from_dict, to_dict
-from simulator.experiment import ExperimentConfig, run_experiment
-from simulator.metrics import METRICS_BY_NAME
-from studies.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
+from simulator.config import ConfigError, SimConfig, doc_field, check_int_at_least, from_dict, to_dict
+from experiments.config import ExperimentConfig
+from experiments.runner import run_experiment
+from experiments.metrics import METRICS_BY_NAME
+from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           register_study, study_main, world_variant)
-from studies.offline import METRICS as OFFLINE_METRICS
-from studies.reporting import COLORS, markdown_table, mean_ci, num, save_figure
-from studies.sweep import Cell
+from studies.engine.offline import METRICS as OFFLINE_METRICS
+from studies.engine.reporting import COLORS, markdown_table, mean_ci, num, save_figure
+from studies.engine.sweep import Cell
 
 NAME = "offline_online"
 CACHE_VERSION = 1
@@ -49,7 +50,7 @@ CACHE_VERSION = 1
 @dataclass(frozen=True, slots=True)
 class Setting:
     """A named world setting: dotted overrides of the base world."""
-    name: str = _f("base", "setting name (a row of the table)")
+    name: str = doc_field("base", "setting name (a row of the table)")
     world: dict = field(default_factory=dict, metadata={"doc": "dotted world overrides, e.g. "
                                                                 "{'catalog.clickbait_corr' = -0.3}"})
 
@@ -65,16 +66,16 @@ class OfflineOnlineConfig:
     """Config of `offline_online` (studies/configs/offline_online.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "base world (its seed is replaced)"})
     settings: tuple[Setting, ...] = field(default=(Setting(),), metadata={"doc": "world settings"})
-    seeds: tuple[int, ...] = _f((0, 1), "world seeds; every setting runs every seed")
-    pre_days: int = _f(3, "production-served days (the online training logs; offline: train + test)")
-    days: int = _f(3, "online experiment days")
-    test_days: int = _f(1, "last pre-period days held out for the offline evaluation")
-    n_negatives: int = _f(99, "sampled negatives per offline ranking target")
+    seeds: tuple[int, ...] = doc_field((0, 1), "world seeds; every setting runs every seed")
+    pre_days: int = doc_field(3, "production-served days (the online training logs; offline: train + test)")
+    days: int = doc_field(3, "online experiment days")
+    test_days: int = doc_field(1, "last pre-period days held out for the offline evaluation")
+    n_negatives: int = doc_field(99, "sampled negatives per offline ranking target")
     policies: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "the policies, control included"})
-    control: str = _f("production", "the control policy of the online test")
-    offline_metrics: tuple[str, ...] = _f(("ndcg@10", "auc"), "offline metrics (studies.offline.METRICS)")
-    online_metrics: tuple[str, ...] = _f(("aut", "p2n", "oracle_satisfaction"), "online lifts (A/B metrics)")
-    alpha: float = _f(0.05, "1 - confidence level of the tau intervals")
+    control: str = doc_field("production", "the control policy of the online test")
+    offline_metrics: tuple[str, ...] = doc_field(("ndcg@10", "auc"), "offline metrics (studies.engine.offline.METRICS)")
+    online_metrics: tuple[str, ...] = doc_field(("aut", "p2n", "oracle_satisfaction"), "online lifts (A/B metrics)")
+    alpha: float = doc_field(0.05, "1 - confidence level of the tau intervals")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
@@ -116,9 +117,9 @@ class OfflineOnlineConfig:
 
 def offline_rows(run_dir: Path, config: ExperimentConfig, policies: list[PolicySpec], *, test_days: int,
                  n_negatives: int, seed: int) -> list[dict]:
-    """Fit fresh policies on the pre-period minus its last days and evaluate them (studies.offline)."""
+    """Fit fresh policies on the pre-period minus its last days and evaluate them (studies.engine.offline)."""
     from simulator.logs import read_run
-    from studies.offline import evaluate_policies
+    from studies.engine.offline import evaluate_policies
     logs = read_run(run_dir, days=range(config.pre_days))
     return evaluate_policies(logs, config.world, policies, test_days=test_days, n_negatives=n_negatives, seed=seed)
 
@@ -212,9 +213,10 @@ def tau_table(per_cell: pd.DataFrame, config: OfflineOnlineConfig) -> pd.DataFra
 
 
 def _plot(wide: pd.DataFrame, tt: pd.DataFrame, config: OfflineOnlineConfig, out: Path) -> str:
-    import matplotlib.pyplot as plt
+    from simulator.figures import subplots
+    from matplotlib.lines import Line2D
     offs, ons = config.offline_metrics, config.online_metrics
-    fig, axes = plt.subplots(len(offs), len(ons), figsize=(3.8 * len(ons), 3.2 * len(offs)),
+    fig, axes = subplots(len(offs), len(ons), figsize=(3.8 * len(ons), 3.2 * len(offs)),
                              constrained_layout=True, squeeze=False)
     mean = wide.groupby(["setting", "policy"], observed=True).mean(numeric_only=True).reset_index()
     markers = "osD^vP*X"
@@ -237,7 +239,7 @@ def _plot(wide: pd.DataFrame, tt: pd.DataFrame, config: OfflineOnlineConfig, out
             ax.set_xlabel(f"offline {off}", fontsize=8)
             ax.set_ylabel(f"online {on} lift (%)", fontsize=8)
             ax.axhline(0, color="black", lw=0.6)
-    handles = [plt.Line2D([], [], marker=markers[k % len(markers)], color="#555555", ls="", label=s.name)
+    handles = [Line2D([], [], marker=markers[k % len(markers)], color="#555555", ls="", label=s.name)
                for k, s in enumerate(config.settings)]
     axes[0, 0].legend(fontsize=7, loc="best")
     axes[0, -1].legend(handles=handles, fontsize=7, title="setting", title_fontsize=7, loc="best")

@@ -5,7 +5,7 @@
 effective-view rate and satisfaction per impression (and per page), and which target is best?
 
 **Design.** One cell is one world seed at one logging temperature ``T_log``: one A/B test
-(:func:`simulator.experiment.run_experiment`) whose world serves the pre-period and the control
+(:func:`experiments.runner.run_experiment`) whose world serves the pre-period and the control
 bucket with ``production`` at ``T_log`` and logs every request's candidates
 (``platform.log_candidates``). Besides the control (``control_share`` of the users) it has one
 bucket per target policy and target temperature, served online by a Plackett-Luce draw at that
@@ -14,12 +14,12 @@ temperature, and a ``twin``: ``production`` at ``T_log`` again, the logging poli
 of the control's requests too, and the scores are logged with the candidates
 (:meth:`simulator.platform.Platform.set_shadow`). Learning is ``frozen``, so the model scored in
 the shadow is exactly the one serving its bucket. Then, per target, reward and level
-(:func:`simulator.ope_data.satbed_ope_datasets`):
+(:func:`experiments.ope_data.satbed_ope_datasets`):
 
 - the **estimates**: every registered estimator of that level on the control's experiment-day
   impressions, with the target's exact Plackett-Luce propensities (marginal for the item-position
   estimators, conditional for the slate ones); the DM / DR family reads a deliberately simple
-  reward model (:class:`simulator.ope_data.ItemMeanReward`: each item's mean reward in the
+  reward model (:class:`experiments.ope_data.ItemMeanReward`: each item's mean reward in the
   pre-period, shrunk to the global mean; position- and user-blind);
 - the **truth**: the target bucket's own mean reward per impression (per page) over the same days,
   online, in the same world and seeds, with its user-clustered interval (users are the
@@ -53,12 +53,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import (ConfigError, SimConfig, _f, check_int_at_least, dump_toml, from_dict, to_dict,
+from simulator.config import (ConfigError, SimConfig, doc_field, check_int_at_least, dump_toml, from_dict, to_dict,
                               with_overrides)
-from simulator.experiment import BucketConfig, ExperimentConfig
-from studies.base import PolicySpec, Summary, check_policies, check_seeds, register_study, run_facts, study_main
-from studies.reporting import COLORS, markdown_table, num, pct, save_figure, z_value
-from studies.sweep import Cell
+from experiments.config import BucketConfig, ExperimentConfig
+from studies.engine.base import PolicySpec, Summary, check_policies, check_seeds, register_study, run_facts, study_main
+from studies.engine.reporting import COLORS, markdown_table, num, pct, save_figure, z_value
+from studies.engine.sweep import Cell
 
 NAME = "ope_benchmark"
 CACHE_VERSION = 1
@@ -71,9 +71,9 @@ LEVELS = ("impression", "page")
 class Target:
     """One target policy (a ``[[targets]]`` table), served at each of its temperatures: the
     buckets ``NAME_tT`` (``sasrec_t0p05``)."""
-    name: str = _f("sasrec", "bucket-name prefix (letters, digits, '_', '-')")
-    policy: str = _f("sasrec", "registered policy (`satbed policies`)")
-    temperatures: tuple[float, ...] = _f((0.05, 0.2), "its Plackett-Luce temperatures, on its own score scale")
+    name: str = doc_field("sasrec", "bucket-name prefix (letters, digits, '_', '-')")
+    policy: str = doc_field("sasrec", "registered policy (`satbed policies`)")
+    temperatures: tuple[float, ...] = doc_field((0.05, 0.2), "its Plackett-Luce temperatures, on its own score scale")
     params: dict = field(default_factory=dict, metadata={"doc": "the policy's other parameters"})
 
     def __post_init__(self) -> None:
@@ -100,22 +100,22 @@ class OPEBenchmarkConfig:
     """Config of `ope_benchmark` (studies/configs/ope_benchmark.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={
         "doc": "the world (its seed, platform.temperature and platform.log_candidates are set per cell)"})
-    seeds: tuple[int, ...] = _f((0, 1), "world seeds")
-    logging_temperatures: tuple[float, ...] = _f((0.5, 1.0), "temperatures of the logging (production) policy: "
+    seeds: tuple[int, ...] = doc_field((0, 1), "world seeds")
+    logging_temperatures: tuple[float, ...] = doc_field((0.5, 1.0), "temperatures of the logging (production) policy: "
                                                              "the pre-period, the control and the twin")
-    pre_days: int = _f(1, "production-served days whose logs train the targets and the reward model")
-    days: int = _f(2, "experiment days: the control's logs are evaluated, the targets' measured")
-    control_share: float = _f(0.5, "share of users in the control (the logs); the rest split equally")
-    twin: bool = _f(True, "add the logging policy itself as a target (weights 1: IPS is the on-policy mean)")
+    pre_days: int = doc_field(1, "production-served days whose logs train the targets and the reward model")
+    days: int = doc_field(2, "experiment days: the control's logs are evaluated, the targets' measured")
+    control_share: float = doc_field(0.5, "share of users in the control (the logs); the rest split equally")
+    twin: bool = doc_field(True, "add the logging policy itself as a target (weights 1: IPS is the on-policy mean)")
     targets: tuple[Target, ...] = field(default=(), metadata={"doc": "the target policies"})
-    rewards: tuple[str, ...] = _f(("watch_time", "effective_view", "true_satisfied"),
+    rewards: tuple[str, ...] = doc_field(("watch_time", "effective_view", "true_satisfied"),
                                   "impression columns estimated (true_satisfied: an oracle reward)")
-    n_samples: int = _f(32, "Monte-Carlo target pages per request for the reward model's imputed_target")
-    prior_count: float = _f(20.0, "the reward model's pseudo-impressions at the global mean")
-    alpha: float = _f(0.05, "1 - the confidence level of every interval")
+    n_samples: int = doc_field(32, "Monte-Carlo target pages per request for the reward model's imputed_target")
+    prior_count: float = doc_field(20.0, "the reward model's pseudo-impressions at the global mean")
+    alpha: float = doc_field(0.05, "1 - the confidence level of every interval")
 
     def __post_init__(self) -> None:
-        from simulator.ope_data import REWARDS
+        from experiments.ope_data import REWARDS
         check_seeds("seeds", self.seeds)
         temps = self.logging_temperatures
         if not temps or not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in temps) \
@@ -206,9 +206,9 @@ def run_cell(params: dict, seed: int) -> list[dict]:
     """One A/B test with shadow targets: every estimator's estimate of every target, reward and
     level with the truth, each target's diagnostics, and the run's facts."""
     from estimators import get_estimator, list_estimators
-    from simulator.experiment import run_experiment
+    from experiments.runner import run_experiment
     from simulator.logs import read_impressions
-    from simulator.ope_data import logged_pages, satbed_ope_datasets
+    from experiments.ope_data import logged_pages, satbed_ope_datasets
     config = from_dict(ExperimentConfig, params["experiment"])
     config = replace(config, world=replace(config.world, seed=seed))
     rewards = tuple(params["rewards"])
@@ -362,8 +362,8 @@ def estimate_plot(config: OPEBenchmarkConfig, errors: pd.DataFrame, estimators: 
                   path: Path) -> Path:
     """Estimate (with its interval) against the truth (with its interval), a panel per level and
     reward, a colour per estimator; points outside the panel are drawn on its edge as triangles."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(LEVELS), len(config.rewards), figsize=(4.6 * len(config.rewards), 8.4),
+    from simulator.figures import subplots
+    fig, axes = subplots(len(LEVELS), len(config.rewards), figsize=(4.6 * len(config.rewards), 8.4),
                              squeeze=False, constrained_layout=True)
     for i, level in enumerate(LEVELS):
         for j, reward in enumerate(config.rewards):
@@ -403,8 +403,8 @@ def estimate_plot(config: OPEBenchmarkConfig, errors: pd.DataFrame, estimators: 
 def temperature_plot(by_temperature: pd.DataFrame, estimators: dict[str, list[str]], path: Path) -> Path:
     """Relative RMSE (over targets, rewards and seeds) against the logging temperature, a line per
     estimator, a panel per level: exposure bias is the left end."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(LEVELS), figsize=(11, 4.2), squeeze=False, constrained_layout=True)
+    from simulator.figures import subplots
+    fig, axes = subplots(1, len(LEVELS), figsize=(11, 4.2), squeeze=False, constrained_layout=True)
     for ax, level in zip(axes[0], LEVELS):
         g = by_temperature[by_temperature["level"] == level]
         for k, name in enumerate(estimators[level]):

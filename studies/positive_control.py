@@ -10,7 +10,7 @@ bucket learns on the same schedule (``learning``), so a difference is the questi
 not online learning one arm gets and the other does not.
 
 Each (world seed, policy seed) is one cell: the run's lift of every treatment against its twin
-(:func:`simulator.experiment.lifts_against`: two arms of one run are randomised against each
+(:func:`experiments.runner.lifts_against`: two arms of one run are randomised against each
 other). Lifts are pooled over the cells by random effects (:func:`studies.head_to_head.pooled_lifts`),
 with the spread split into users, policy training seeds and worlds. The verdict is on the oracle
 satisfaction, the truth the policies try to raise: a method passes when its pooled lift is
@@ -28,14 +28,15 @@ import numpy as np
 import pandas as pd
 
 from estimators import adjust_pvalues
-from simulator.config import ConfigError, SimConfig, _f, dump_toml, from_dict, to_dict
-from simulator.experiment import ExperimentConfig, check_ab_settings, describe_learning, lifts_against
-from simulator.metrics import METRICS_BY_NAME
-from studies.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets, register_study,
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict
+from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.runner import lifts_against
+from experiments.metrics import METRICS_BY_NAME
+from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets, register_study,
                           run_facts, study_main)
 from studies.head_to_head import pooled_lifts
-from studies.reporting import forest_plot, interval, markdown_table, pct
-from studies.sweep import Cell
+from studies.engine.reporting import forest_plot, interval, markdown_table, pct
+from studies.engine.sweep import Cell
 
 NAME = "positive_control"
 CACHE_VERSION = 1
@@ -46,18 +47,18 @@ TARGET = "oracle_satisfaction"
 class PositiveControlConfig:
     """Config of `positive_control` (studies/configs/positive_control.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "the survey-rich world (its seed is replaced)"})
-    seeds: tuple[int, ...] = _f((0, 1, 2), "world seeds")
-    policy_seeds: tuple[int, ...] = _f((0, 1), "policy training seeds: every world seed runs with each")
-    pre_days: int = _f(2, "production-served days whose logs train the policies")
-    days: int = _f(3, "experiment days")
+    seeds: tuple[int, ...] = doc_field((0, 1, 2), "world seeds")
+    policy_seeds: tuple[int, ...] = doc_field((0, 1), "policy training seeds: every world seed runs with each")
+    pre_days: int = doc_field(2, "production-served days whose logs train the policies")
+    days: int = doc_field(3, "experiment days")
     policies: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "the buckets: treatments and twins"})
-    pairs: tuple[tuple[str, str], ...] = _f((), "(treatment, twin) bucket names: each treatment against its twin")
-    learning: str = _f("update", "how every bucket learns during the test (ExperimentConfig.learning)")
-    update_interval_s: float = _f(21600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = _f(1, "learning = update: passes over the new logs per update() call")
-    metrics: tuple[str, ...] = _f((TARGET, "aut", "p2n"), "metrics of the table (the verdict reads the first)")
-    alpha: float = _f(0.05, "significance level")
-    correction: str = _f("holm", "correction over the pairs of the verdict: holm or bh")
+    pairs: tuple[tuple[str, str], ...] = doc_field((), "(treatment, twin) bucket names: each treatment against its twin")
+    learning: str = doc_field("update", "how every bucket learns during the test (ExperimentConfig.learning)")
+    update_interval_s: float = doc_field(21600.0, "learning = update: seconds between update() calls")
+    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
+    metrics: tuple[str, ...] = doc_field((TARGET, "aut", "p2n"), "metrics of the table (the verdict reads the first)")
+    alpha: float = doc_field(0.05, "significance level")
+    correction: str = doc_field("holm", "correction over the pairs of the verdict: holm or bh")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
@@ -88,7 +89,7 @@ class PositiveControlConfig:
 def run_cell(params: dict, seed: int) -> list[dict]:
     """One A/B test: each treatment's lifts against its twin, and the run's facts (with the
     share of effective views answered in the pre-period, the world's survey density)."""
-    from simulator.experiment import run_experiment
+    from experiments.runner import run_experiment
     from simulator.logs import read_impressions
     config = from_dict(ExperimentConfig, params["experiment"])
     config = replace(config, world=replace(config.world, seed=seed))

@@ -38,15 +38,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import ConfigError, SimConfig, _f, dump_toml, to_dict, with_overrides
-from simulator.experiment import describe_learning
-from simulator.metrics import METRICS_BY_NAME
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict, with_overrides
+from experiments.config import describe_learning
+from experiments.metrics import METRICS_BY_NAME
 from simulator.scenarios import sized_scenario
-from studies.base import Summary, register_study, study_main
+from studies.engine.base import Summary, register_study, study_main
 from studies.head_to_head import pooled_lifts
 from studies.positive_control import PositiveControlConfig
-from studies.reporting import COLORS, band_plot, markdown_table, pct, save_figure
-from studies.sweep import Cell
+from studies.engine.reporting import COLORS, band_plot, markdown_table, pct, save_figure
+from studies.engine.sweep import Cell
 
 NAME = "questionnaire_value"
 CACHE_VERSION = 1
@@ -70,10 +70,10 @@ PILOT = {"users.n_users": 300, "catalog.n_items": 1000, "platform.days": 1, "que
 class QuestionnaireValueConfig(PositiveControlConfig):
     """Config of `questionnaire_value` (studies/configs/questionnaire_value.toml): positive_control's
     A/B test (its ``world`` sets only the size: users, items), swept over the fields below."""
-    answered_rates: tuple[float, ...] = _f((0.0025, 0.01, 0.03, 0.1, 0.3),
+    answered_rates: tuple[float, ...] = doc_field((0.0025, 0.01, 0.03, 0.1, 0.3),
                                            "target answered questionnaires per effective view")
-    mechanisms: tuple[str, ...] = _f(tuple(MECHANISMS), f"response mechanisms: {', '.join(MECHANISMS)}")
-    worlds: tuple[str, ...] = _f(("default", "clickbait"), "scenarios: the clickbait strength axis")
+    mechanisms: tuple[str, ...] = doc_field(tuple(MECHANISMS), f"response mechanisms: {', '.join(MECHANISMS)}")
+    worlds: tuple[str, ...] = doc_field(("default", "clickbait"), "scenarios: the clickbait strength axis")
 
     def __post_init__(self) -> None:
         PositiveControlConfig.__post_init__(self)
@@ -102,7 +102,7 @@ def mean_submit_probability(world: SimConfig) -> float:
     """Mean ``true_p_submit`` over shown questionnaires in a short pilot of ``world`` (300 users,
     one day, seed 0): what turns a target answered rate into a base rate."""
     from simulator.logs import read_impressions
-    from simulator.simulate import simulate
+    from experiments.simulate import simulate
     pilot = with_overrides(replace(world, seed=0), PILOT)
     with tempfile.TemporaryDirectory(prefix="satbed-qv-pilot-") as tmp:
         simulate(pilot, Path(tmp) / "run", progress=False)
@@ -168,9 +168,9 @@ def first_significant(p: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _plot(p: pd.DataFrame, config: QuestionnaireValueConfig, metric: str, out: Path) -> str:
-    import matplotlib.pyplot as plt
+    from simulator.figures import subplots
     labels = [f"{t} vs {w}" for t, w in config.pairs]
-    fig, axes = plt.subplots(len(config.worlds), len(config.mechanisms), squeeze=False, sharey="row",
+    fig, axes = subplots(len(config.worlds), len(config.mechanisms), squeeze=False, sharey="row",
                              figsize=(5.0 * len(config.mechanisms), 3.3 * len(config.worlds)), constrained_layout=True)
     for r, world in enumerate(config.worlds):
         for c, mechanism in enumerate(config.mechanisms):

@@ -12,7 +12,7 @@ share is 0 and its combinations are not run.
 
 The estimand is bias_ablation's satisfaction rate: the mean ``true_satisfied`` over the
 impressions eligible for a questionnaire, estimated by the respondents' like share (``naive``)
-and by IPS with the fitted survey-submit model (:func:`simulator.metrics.submit_propensity`, what
+and by IPS with the fitted survey-submit model (:func:`experiments.metrics.submit_propensity`, what
 a platform can build) or the true ``true_p_submit``. Each part's share of the bias is its Shapley
 value: its marginal contribution averaged over the orders in which the parts can be switched on,
 so the shares add up to the bias with every part on (minus the bias with every part off, which
@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import ConfigError, SimConfig, _f, to_dict, with_overrides
+from simulator.config import ConfigError, SimConfig, doc_field, to_dict, with_overrides
 from simulator.scenarios import sized_scenario
-from studies.base import Summary, check_seeds, register_study, study_main
-from studies.reporting import COLORS, markdown_table, mean_ci, num, save_figure
-from studies.sweep import Cell
+from studies.engine.base import Summary, check_seeds, register_study, study_main
+from studies.engine.reporting import COLORS, markdown_table, mean_ci, num, save_figure
+from studies.engine.sweep import Cell
 
 NAME = "response_parts"
 CACHE_VERSION = 1
@@ -55,12 +55,12 @@ ESTIMATORS = (("naive", "none"), ("ips", "fitted"), ("ips", "true"))
 @dataclass(frozen=True, slots=True)
 class ResponsePartsConfig:
     """Config of `response_parts` (studies/configs/response_parts.toml)."""
-    scenarios: tuple[str, ...] = _f(("default", "engaged_response"), "named worlds (satbed scenarios) to split")
+    scenarios: tuple[str, ...] = doc_field(("default", "engaged_response"), "named worlds (satbed scenarios) to split")
     world: SimConfig = field(default_factory=SimConfig,
                              metadata={"doc": "size overrides applied on top of every scenario: users.n_users, "
                                               "catalog.n_items, platform.days (other sections ignored)"})
-    seeds: tuple[int, ...] = _f((0, 1, 2, 3, 4), "world seeds; every combination of parts runs every seed")
-    alpha: float = _f(0.05, "1 - confidence level of the intervals over seeds")
+    seeds: tuple[int, ...] = doc_field((0, 1, 2, 3, 4), "world seeds; every combination of parts runs every seed")
+    alpha: float = doc_field(0.05, "1 - confidence level of the intervals over seeds")
 
     def __post_init__(self) -> None:
         from simulator.scenarios import list_scenarios
@@ -157,8 +157,8 @@ def _name(estimator: str, propensity: str) -> str:
 
 
 def _plot(parts: pd.DataFrame, config: ResponsePartsConfig, out: Path) -> str:
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(config.scenarios), figsize=(5.2 * len(config.scenarios), 3.4),
+    from simulator.figures import subplots
+    fig, axes = subplots(1, len(config.scenarios), figsize=(5.2 * len(config.scenarios), 3.4),
                              constrained_layout=True, squeeze=False)
     width = 0.8 / len(ESTIMATORS)
     for ax, scenario in zip(axes[0], config.scenarios):

@@ -1,7 +1,7 @@
 """`saqrec_replication`: SAQRec against its four ablations and the sequential baselines.
 
 Offline, SAQRec Table 3: HR@1/5/10, NDCG@5/10 and MRR of the next effective view against 99
-sampled items (``studies.offline``), for SAQRec, w/o Unbiased (naive satisfaction loss, Eq. 3),
+sampled items (``studies.engine.offline``), for SAQRec, w/o Unbiased (naive satisfaction loss, Eq. 3),
 w/o SID, w/o MLSE, w/o MTL (``policies.saqrec.VARIANTS``), SASRec and SASRec-N, each fitted
 once per seed. Online, SAQRec Table 4: a 7-day A/B test of SASRec and SAQRec against the
 production policy (AUT, AVT, P2N lifts, daily and pooled over seeds). The engine is
@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from studies import _replication as R
-from studies.base import Summary, register_study, study_main
-from studies.sweep import Cell
+from studies.engine.base import Summary, register_study, study_main
+from studies.engine.sweep import Cell
 
 NAME = "saqrec_replication"
 LABELS = {"saqrec": "SAQRec", "saqrec_wo_unbiased": "w/o Unbiased", "saqrec_wo_sid": "w/o SID",

@@ -36,11 +36,11 @@ import numpy as np
 import pandas as pd
 
 from simulator.atomic import atomic_write_text
-from simulator.config import ConfigError, _f, check_choice, dump_toml
+from simulator.config import ConfigError, doc_field, check_choice, dump_toml
 from studies import _replication as R
-from studies.base import VARIANTS, Summary, Study, check_seeds, get_study, load_config, register_study, study_main
-from studies.reporting import interval, markdown_table, num, pct, save_figure
-from studies.sweep import Cell
+from studies.engine.base import VARIANTS, Summary, Study, check_seeds, get_study, load_config, register_study, study_main
+from studies.engine.reporting import interval, markdown_table, num, pct, save_figure
+from studies.engine.sweep import Cell
 
 NAME = "scorecard"
 VERDICTS = R.CLAIM_VERDICTS
@@ -57,9 +57,9 @@ def claim_rows_of(study: Study) -> Callable[[Any, Summary], list[dict]] | None:
 @dataclass(frozen=True, slots=True)
 class ScorecardEntry:
     """One replication study and the worlds its claims are checked in."""
-    study: str = _f("", "a study whose module defines claim_rows (saqrec_replication, usm_replication, "
+    study: str = doc_field("", "a study whose module defines claim_rows (saqrec_replication, usm_replication, "
                         "sine_replication, easq_online)")
-    worlds: tuple[str, ...] = _f(("default",), "registered scenarios (satbed scenarios); default: the study's "
+    worlds: tuple[str, ...] = doc_field(("default",), "registered scenarios (satbed scenarios); default: the study's "
                                                "own world")
     overrides: dict = field(default_factory=dict, metadata={
         "doc": "dotted keys of the study's config set in these worlds, e.g. {\"world.users.n_users\" = 9756}"})
@@ -86,8 +86,8 @@ class ScorecardEntry:
 @dataclass(frozen=True, slots=True)
 class ScorecardConfig:
     """Config of `scorecard` (studies/configs/scorecard.toml)."""
-    variant: str = _f("default", "each study's variant (fast, default, full): its seeds, sizes, rows and buckets")
-    seeds: tuple[int, ...] = _f((), "world seeds of every study; empty: each study's own")
+    variant: str = doc_field("default", "each study's variant (fast, default, full): its seeds, sizes, rows and buckets")
+    seeds: tuple[int, ...] = doc_field((), "world seeds of every study; empty: each study's own")
     studies: tuple[ScorecardEntry, ...] = field(default=(), metadata={"doc": "the studies and their worlds"})
 
     def __post_init__(self) -> None:
@@ -183,13 +183,14 @@ def short_label(claim: str) -> str:
 def scorecard_plot(card: pd.DataFrame, out: Path) -> str | None:
     """A forest plot: one panel per (paper, offline / online), a row per (claim, world), the effect
     signed so that the claimed direction is to the right, green where the claim holds."""
-    import matplotlib.pyplot as plt
+    from simulator.figures import subplots
+    from matplotlib.lines import Line2D
     card = card[np.isfinite(card["effect"].astype(float))]
     if card.empty:
         return None
     groups = list(dict.fromkeys(zip(card["paper"], card["part"])))
     sizes = [int(((card["paper"] == p) & (card["part"] == q)).sum()) for p, q in groups]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 0.9 * len(groups) + 0.2 * sum(sizes)),
+    fig, axes = subplots(len(groups), 1, figsize=(10, 0.9 * len(groups) + 0.2 * sum(sizes)),
                              gridspec_kw={"height_ratios": [s + 2 for s in sizes]}, constrained_layout=True,
                              squeeze=False)
     for ax, (paper, part) in zip(axes[:, 0], groups):
@@ -214,7 +215,7 @@ def scorecard_plot(card: pd.DataFrame, out: Path) -> str | None:
         ax.set_xlabel("lift in the claimed direction (%)" if part == "online"
                       else "difference in the claimed direction (metric units)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-    handles = [plt.Line2D([], [], color=c, marker="D", lw=2, label=k) for k, c in HOLDS_COLORS.items()]
+    handles = [Line2D([], [], color=c, marker="D", lw=2, label=k) for k, c in HOLDS_COLORS.items()]
     axes[0, 0].legend(handles=handles, fontsize=7, loc="lower right")
     save_figure(fig, out / "scorecard.png")
     return "scorecard.png"

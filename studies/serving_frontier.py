@@ -32,7 +32,7 @@ weight's effect includes that feedback (what a platform that deploys the weight 
 every weight; every bucket learns on the same schedule. Per bucket the cell records the absolute
 per-user metrics with their intervals, AUT (watch time per user per day) and oracle satisfaction,
 and each point's lift against its family's twin (two arms of one run are randomised against each
-other, as in :func:`simulator.experiment.lifts_against`). Over the cells the absolute values are
+other, as in :func:`experiments.runner.lifts_against`). Over the cells the absolute values are
 averaged (their interval holds the users' sampling error and the policy seeds' spread, with the
 worlds held fixed: the level of a world moves every bucket together, so the comparisons between
 points are the lifts); the lifts are pooled by random effects
@@ -54,15 +54,16 @@ import numpy as np
 import pandas as pd
 
 from estimators import adjust_pvalues
-from simulator.config import ConfigError, SimConfig, _f, dump_toml, from_dict, to_dict, with_overrides
-from simulator.experiment import ExperimentConfig, bucket_sums, check_ab_settings, describe_learning
-from simulator.metrics import METRICS_BY_NAME
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
+from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.runner import bucket_sums
+from experiments.metrics import METRICS_BY_NAME
 from simulator.scenarios import sized_scenario
-from studies.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets,
+from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets,
                           register_study, run_facts, study_main)
 from studies.head_to_head import pooled_lifts
-from studies.reporting import COLORS, interval, markdown_table, num, pct, save_figure, world_means, z_value
-from studies.sweep import Cell
+from studies.engine.reporting import COLORS, interval, markdown_table, num, pct, save_figure, world_means, z_value
+from studies.engine.sweep import Cell
 
 NAME = "serving_frontier"
 CACHE_VERSION = 1
@@ -109,11 +110,11 @@ KNOBS = {
 class Family:
     """One policy served at several weights (a ``[[families]]`` table); its points are the
     buckets ``NAME_wWEIGHT`` (``usm_w0``, ``easq_w0p5``)."""
-    name: str = _f("saqrec", "the family's name, the prefix of its buckets (letters, digits, '_', '-')")
-    policy: str = _f("saqrec", f"the policy whose serving weight is swept: {', '.join(KNOBS)}")
-    weights: tuple[float, ...] = _f((0.0, 1.0), "the weights, in the order the plot joins them")
-    paper_weight: float = _f(0.0, "the paper's own setting, one of weights")
-    twin: str = _f("", "the click-only twin: a bucket of baselines, or '' for this family's weight-0 point")
+    name: str = doc_field("saqrec", "the family's name, the prefix of its buckets (letters, digits, '_', '-')")
+    policy: str = doc_field("saqrec", f"the policy whose serving weight is swept: {', '.join(KNOBS)}")
+    weights: tuple[float, ...] = doc_field((0.0, 1.0), "the weights, in the order the plot joins them")
+    paper_weight: float = doc_field(0.0, "the paper's own setting, one of weights")
+    twin: str = doc_field("", "the click-only twin: a bucket of baselines, or '' for this family's weight-0 point")
     params: dict = field(default_factory=dict, metadata={"doc": "the policy's other parameters, at every weight"})
 
     def __post_init__(self) -> None:
@@ -164,19 +165,19 @@ class ServingFrontierConfig:
     """Config of `serving_frontier` (studies/configs/serving_frontier.toml)."""
     world: SimConfig = field(default_factory=SimConfig, metadata={
         "doc": "the size of every world (users.n_users, catalog.n_items); worlds names the rest"})
-    worlds: tuple[str, ...] = _f(("survey_rich",), "named worlds (satbed scenarios); one frontier each")
-    seeds: tuple[int, ...] = _f((0, 1), "world seeds")
-    policy_seeds: tuple[int, ...] = _f((0,), "policy training seeds: every world seed runs with each")
-    pre_days: int = _f(2, "production-served days whose logs train the policies")
-    days: int = _f(3, "experiment days")
+    worlds: tuple[str, ...] = doc_field(("survey_rich",), "named worlds (satbed scenarios); one frontier each")
+    seeds: tuple[int, ...] = doc_field((0, 1), "world seeds")
+    policy_seeds: tuple[int, ...] = doc_field((0,), "policy training seeds: every world seed runs with each")
+    pre_days: int = doc_field(2, "production-served days whose logs train the policies")
+    days: int = doc_field(3, "experiment days")
     baselines: tuple[PolicySpec, ...] = field(default=(PolicySpec("sasrec", "sasrec"),),
                                               metadata={"doc": "buckets outside the families (twins, references)"})
     families: tuple[Family, ...] = field(default=(), metadata={"doc": "the swept policies"})
-    learning: str = _f("update", "how every bucket learns during the test (ExperimentConfig.learning)")
-    update_interval_s: float = _f(21600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = _f(1, "learning = update: passes over the new logs per update() call")
-    alpha: float = _f(0.05, "significance level")
-    correction: str = _f("holm", "correction over the verdict's tests (every non-twin point): holm or bh")
+    learning: str = doc_field("update", "how every bucket learns during the test (ExperimentConfig.learning)")
+    update_interval_s: float = doc_field(21600.0, "learning = update: seconds between update() calls")
+    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
+    alpha: float = doc_field(0.05, "significance level")
+    correction: str = doc_field("holm", "correction over the verdict's tests (every non-twin point): holm or bh")
 
     def __post_init__(self) -> None:
         from simulator.scenarios import list_scenarios
@@ -231,9 +232,9 @@ class ServingFrontierConfig:
 def run_cell(params: dict, seed: int) -> list[dict]:
     """One A/B test: every bucket's AUT and oracle satisfaction with intervals, each point's
     lifts against its twin, and the run's facts (with the pre-period's answered share)."""
-    from simulator.experiment import run_experiment
+    from experiments.runner import run_experiment
     from simulator.logs import read_impressions
-    from simulator.metrics import bucket_estimates, lift_table
+    from experiments.metrics import bucket_estimates, lift_table
     config = from_dict(ExperimentConfig, params["experiment"])
     config = replace(config, world=replace(config.world, seed=seed))
     rows = []
@@ -277,7 +278,7 @@ def pareto_efficient(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def pooled_points(points: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Per (scenario, bucket, metric): the mean of the runs' absolute values and its interval with
     the worlds held fixed (a world's runs, its policy seeds, share its users:
-    :func:`studies.reporting.world_means`; the worlds' means are then averaged)."""
+    :func:`studies.engine.reporting.world_means`; the worlds' means are then averaged)."""
     z, rows = z_value(alpha), []
     for (scenario, bucket, metric), g in points.groupby(["scenario", "bucket", "metric"], sort=False):
         _, means, errs = world_means(g["value"].to_numpy(float), g["stderr"].to_numpy(float), g["seed"].to_numpy())
@@ -360,8 +361,8 @@ def twins_of(config: ServingFrontierConfig) -> dict[str, str]:
 def frontier_plot(config: ServingFrontierConfig, front: pd.DataFrame, path: Path) -> Path:
     """x = oracle satisfaction, y = AUT, one panel per world: each family's weights joined in
     order and labelled, twins hollow, the paper's settings as stars, the Pareto frontier as steps."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(config.worlds), figsize=(6.4 * len(config.worlds), 4.8), squeeze=False,
+    from simulator.figures import subplots
+    fig, axes = subplots(1, len(config.worlds), figsize=(6.4 * len(config.worlds), 4.8), squeeze=False,
                              constrained_layout=True)
     colour = {f.name: COLORS[i % len(COLORS)] for i, f in enumerate(config.families)}
     twin_of = twins_of(config)

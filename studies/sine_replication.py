@@ -2,7 +2,7 @@
 
 Offline only, as in the paper: AUC and GAUC of the test period's effective views against its
 observed skips (every test impression that is one or the other, scored per user with the history
-at the split) and NDCG@2 of the next effective view against sampled items (``studies.offline``),
+at the split) and NDCG@2 of the next effective view against sampled items (``studies.engine.offline``),
 for SASRec, SASRec-N, SINE (K = 4), w/o AF, w/o NF and the number of sub-interests K. The
 engine is :mod:`studies._replication`; the K sweep is also plotted as a curve (Fig. 4).
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from studies import _replication as R
-from studies.base import Summary, register_study, study_main
-from studies.reporting import COLORS, save_figure
-from studies.sweep import Cell
+from studies.engine.base import Summary, register_study, study_main
+from studies.engine.reporting import COLORS, save_figure
+from studies.engine.sweep import Cell
 
 NAME = "sine_replication"
 LABELS = {"sasrec": "SASRec", "sasrec_n": "SASRec-N", "sine": "SINE", "sine_wo_af": "w/o AF",
@@ -64,12 +64,12 @@ def verdict(config: R.ReplicationConfig, off: pd.DataFrame, pooled: pd.DataFrame
 
 
 def k_plot(config: R.ReplicationConfig, off: pd.DataFrame, out: Path) -> str | None:
-    import matplotlib.pyplot as plt
+    from simulator.figures import subplots
     ks = _k_rows(config)
     if len(ks) < 2:
         return None
     metrics = [m for m in config.offline_metrics]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.2), constrained_layout=True,
+    fig, axes = subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.2), constrained_layout=True,
                              squeeze=False)
     for ax, m, color in zip(axes[0], metrics, COLORS):
         s = off[off["metric"] == m].set_index("policy")

@@ -22,8 +22,8 @@ from estimators import uauc
 from policies.usm import SURVEY_HEADS, calibration, survey_labels, weighted_auc
 from simulator.schema import LogData
 from studies import _replication as R
-from studies.base import Summary, register_study, study_main
-from studies.sweep import Cell
+from studies.engine.base import Summary, register_study, study_main
+from studies.engine.sweep import Cell
 
 NAME = "usm_replication"
 USM_METRICS = tuple(f"{h}_{m}" for h in ("dislike", "inappropriate") for m in ("auc", "cal", "auc_ipw", "cal_ipw")) + (
@@ -57,7 +57,7 @@ def usm_report(policy, task, logs: LogData, *, neutral_share: float = 0.35, low_
     - ``nfb_*`` / ``pfb_*``: Neg / Pos-feedback UAUC (Eq. 11-12) of a head over the test
       impressions (dislike or report; like or share), Table 3.
     """
-    from studies.offline import score_in_batches
+    from studies.engine.offline import score_in_batches
     imp = logs.impressions
     test_mask = (imp["day"] >= task.split_day).to_numpy()
     test = imp.loc[test_mask]

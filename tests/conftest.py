@@ -33,7 +33,7 @@ def make_config():
 def default_run(tmp_path_factory):
     """The built-in default world (SimConfig()), simulated once per test session: (result, logs)."""
     from simulator.logs import read_impressions
-    from simulator.simulate import simulate
+    from experiments.simulate import simulate
     out = tmp_path_factory.mktemp("default_run")
     result = simulate(SimConfig(), out / "run", progress=False)
     return result, read_impressions(out / "run" / "logs")

@@ -29,8 +29,8 @@ def fingerprints() -> dict[str, str]:
     from policies import make_policy
     from simulator.logs import read_run
     from simulator.schema import RankBatch
-    from simulator.simulate import simulate
-    from studies.offline import feature_store_from
+    from experiments.simulate import simulate
+    from studies.engine.offline import feature_store_from
     from tests_support import tiny
 
     previous = torch.get_num_threads()

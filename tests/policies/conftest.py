@@ -11,7 +11,8 @@ from tests_support import tiny
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> TinyWorld:
     from simulator.logs import read_run
-    from simulator.simulate import seed_streams, simulate
+    from experiments.simulate import simulate
+    from simulator.simulate import seed_streams
     from simulator.world import World
     config = tiny(n_users=300, n_items=1500, days=2)
     out = tmp_path_factory.mktemp("policies_tiny") / "run"

@@ -12,7 +12,7 @@ from estimators import hit_rate, ndcg
 from policies.data import leave_last_out_logs, n_items_of, positive_keys, sample_negatives, user_sequences
 from simulator.features import FeatureStore
 from simulator.schema import LogData, RankBatch
-from studies.offline import feature_store_from  # noqa: F401  (re-exported for the tests)
+from studies.engine.offline import feature_store_from  # noqa: F401  (re-exported for the tests)
 
 
 @dataclass(frozen=True)

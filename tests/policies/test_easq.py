@@ -23,7 +23,7 @@ from policies.easq import (EASQ, VARIANTS, EASQConfig, EASQNet, LoRAEmbedding, L
 from policies.encoders import EncoderConfig
 from policies.train import build_module
 from simulator.schema import LogData
-from studies.offline import feature_store_from
+from studies.engine.offline import feature_store_from
 from tests_support import tiny
 
 FAST = dict(d_model=16, max_len=20, max_epochs=2, sat_epochs=3, align_epochs=2)
@@ -525,7 +525,7 @@ def test_update_rejects_unknown_items(fitted, day_split):
 
 def test_ab_config_loads():
     from simulator.config import load_toml
-    from simulator.experiment import ExperimentConfig
+    from experiments.config import ExperimentConfig
     config = load_toml(ExperimentConfig, Path(__file__).parents[2] / "studies" / "configs" / "easq.toml")
     rows = {b.name: b for b in config.buckets}
     assert config.control == "control" and rows["control"].policy == "production"
@@ -548,7 +548,7 @@ LEARN = dict(d_model=16, max_len=20, max_epochs=3, sat_epochs=10, align_epochs=5
 
 
 def _ab_config(**easq):
-    from simulator.experiment import BucketConfig, ExperimentConfig
+    from experiments.config import BucketConfig, ExperimentConfig
     return ExperimentConfig(
         world=tiny(**LEARN_WORLD), pre_days=1, days=3, learning="update", update_interval_s=7200.0,
         control="offline",
@@ -561,7 +561,7 @@ def ab_run(tmp_path_factory):
     """The slow tests' A/B test (EASQ online against its offline-only variant), the policies it
     built (a spy on ``make_policy``), and the same test with the EASQ bucket offline-only too."""
     import policies as registry
-    from simulator.experiment import run_experiment
+    from experiments.runner import run_experiment
     made = []
 
     def spy(*args, **kwargs):

@@ -20,7 +20,7 @@ from policies.saqrec import (CLICK_ONLY, VARIANTS, NetConfig, PairMLP, SAQRec, S
 from policies.train import build_module
 from simulator.schema import LogData, RankBatch
 from estimators import auc
-from studies.offline import evaluate, feature_store_from, make_task, simulate_logs
+from studies.engine.offline import evaluate, feature_store_from, make_task, simulate_logs
 from tests_support import tiny
 
 FAST = dict(max_epochs=2, pretrain_epochs=1, aux_epochs=2, d_model=16, n_layers=1, max_len=20,

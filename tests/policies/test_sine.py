@@ -436,7 +436,7 @@ SMALL = dict(d_model=32, n_layers=1, max_epochs=10)     # the same size for all 
 
 @pytest.mark.slow
 def test_sine_beats_sasrec_and_sasrec_n_on_clicks_vs_skips():
-    from studies.offline import evaluate, make_task, simulate_logs
+    from studies.engine.offline import evaluate, make_task, simulate_logs
     task = make_task(simulate_logs(tiny(**LEARN_WORLD)), seed=0)
     imp = task.train.impressions
     assert imp["skip"].mean() > 0.3 and imp["effective_view"].mean() > 0.4          # informative skips

@@ -212,7 +212,7 @@ INTEREST_WORLD = dict(n_users=1000, n_items=1000, days=3,
 @pytest.fixture(scope="module")
 def interest_logs(tmp_path_factory):
     from simulator.logs import read_run
-    from simulator.simulate import simulate
+    from experiments.simulate import simulate
     out = tmp_path_factory.mktemp("interest_world") / "run"
     simulate(tiny(**INTEREST_WORLD), out, progress=False)
     return read_run(out).observable()

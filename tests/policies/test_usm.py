@@ -285,7 +285,7 @@ LEARN = dict(weights=NO_ENGAGEMENT, pseudo_per_epoch=20_000)
 
 @pytest.fixture(scope="module")
 def learning():
-    from studies.offline import make_task, simulate_logs
+    from studies.engine.offline import make_task, simulate_logs
     from tests_support import tiny
     config = tiny(**LEARNING_WORLD)
     logs = simulate_logs(config)
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     import time
     from pathlib import Path
     sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
-    from studies.offline import make_task, simulate_logs
+    from studies.engine.offline import make_task, simulate_logs
     from tests_support import tiny
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", choices=("default", "learning"), default="default")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from simulator.logs import read_impressions
-from simulator.simulate import simulate
+from experiments.simulate import simulate
 from tests_support import tiny
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from simulator import logs as logs_module
 from simulator.logs import LogWriter, read_impressions, read_run
 from simulator.schema import IMPRESSION_COLUMNS, IMPRESSION_SCHEMA, LogData, SchemaError, oracle_names
-from simulator.simulate import simulate
+from experiments.simulate import simulate
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_every_column_is_defined_once_with_meaning():
 
 def test_partitioned_by_day_and_bucket_and_round_trips(run_dir):
     files = sorted(p.relative_to(run_dir / "logs").as_posix() for p in (run_dir / "logs").rglob("*.parquet"))
-    assert files == ["day=0000/bucket=all/part-0000.parquet", "day=0001/bucket=all/part-0000.parquet"]
+    assert files == ["day-0000/bucket-all/part-0000.parquet", "day-0001/bucket-all/part-0000.parquet"]
     frame = read_impressions(run_dir / "logs")
     assert list(frame.columns) == IMPRESSION_SCHEMA.names
     assert sorted(frame["day"].unique()) == [0, 1]
@@ -61,8 +61,8 @@ BAD_FILES = [
 
 @pytest.mark.parametrize(("label", "transform", "fragment"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_malformed_log_files_are_named(run_dir, tmp_path, label, transform, fragment):
-    src = run_dir / "logs" / "day=0000" / "bucket=all" / "part-0000.parquet"
-    dst = tmp_path / "logs" / "day=0000" / "bucket=all" / "part-0000.parquet"
+    src = run_dir / "logs" / "day-0000" / "bucket-all" / "part-0000.parquet"
+    dst = tmp_path / "logs" / "day-0000" / "bucket-all" / "part-0000.parquet"
     dst.parent.mkdir(parents=True)
     _rewrite(src, dst, transform)
     with pytest.raises(SchemaError) as info:
@@ -71,7 +71,7 @@ def test_malformed_log_files_are_named(run_dir, tmp_path, label, transform, frag
 
 
 def test_not_parquet_and_missing_dirs(tmp_path):
-    bad = tmp_path / "logs" / "day=0000" / "bucket=all" / "part-0000.parquet"
+    bad = tmp_path / "logs" / "day-0000" / "bucket-all" / "part-0000.parquet"
     bad.parent.mkdir(parents=True)
     bad.write_text("not parquet")
     with pytest.raises(SchemaError, match="is not a readable Parquet file"):
@@ -83,8 +83,8 @@ def test_not_parquet_and_missing_dirs(tmp_path):
 
 
 def test_observable_logs_accepted_without_oracle(run_dir, tmp_path):
-    src = run_dir / "logs" / "day=0000" / "bucket=all" / "part-0000.parquet"
-    dst = tmp_path / "logs" / "day=0000" / "bucket=all" / "part-0000.parquet"
+    src = run_dir / "logs" / "day-0000" / "bucket-all" / "part-0000.parquet"
+    dst = tmp_path / "logs" / "day-0000" / "bucket-all" / "part-0000.parquet"
     dst.parent.mkdir(parents=True)
     _rewrite(src, dst, lambda t: t.drop(oracle_names()))
     with pytest.raises(SchemaError, match="true_p_satisfied"):
@@ -94,7 +94,7 @@ def test_observable_logs_accepted_without_oracle(run_dir, tmp_path):
 
 
 def test_interrupted_write_leaves_no_partial_file(run_dir, tmp_path, monkeypatch):
-    table = pq.read_table(run_dir / "logs" / "day=0000" / "bucket=all" / "part-0000.parquet")
+    table = pq.read_table(run_dir / "logs" / "day-0000" / "bucket-all" / "part-0000.parquet")
     target = tmp_path / "out" / "part.parquet"
     real_write = pq.write_table
 

@@ -11,7 +11,7 @@ from simulator.logs import read_candidates, read_run
 from simulator.plackett_luce import (conditional_propensities, exact_marginals, log_weights,
                                      marginal_propensities)
 from simulator.platform import rank_page
-from simulator.simulate import simulate
+from experiments.simulate import simulate
 from tests_support import tiny
 
 

@@ -9,7 +9,7 @@ from scipy.special import softmax
 from simulator.logs import read_impressions
 from simulator.platform import rank_page
 from simulator.questionnaire import draw_exposure
-from simulator.simulate import simulate
+from experiments.simulate import simulate
 
 
 def _run(tmp_path, config, name="run"):

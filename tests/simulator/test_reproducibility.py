@@ -63,7 +63,7 @@ def test_a_bad_mode_is_refused_by_name(value):
 
 
 def test_cli_refuses_a_bad_mode_with_exit_code_2():
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "simulate", "--help"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "satbed.cli", "simulate", "--help"], cwd=ROOT, capture_output=True,
                           text=True, env=_child_env({ENV_VAR: "fast"}), timeout=120)
     assert done.returncode == 2
     assert "SATBED_KERNELS='fast' is not one of avx2, compatible, native" in done.stderr
@@ -80,7 +80,7 @@ def test_the_test_session_runs_pinned():
 
 
 def test_study_workers_inherit_the_pin(monkeypatch):
-    from studies.sweep import worker_env
+    from studies.engine.sweep import worker_env
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")                 # the parent's own value wins
     env = worker_env()
     assert env["MKL_CBWR"] == "COMPATIBLE" and env["ATEN_CPU_CAPABILITY"] == "avx2"

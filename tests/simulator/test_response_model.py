@@ -12,10 +12,10 @@ from scipy.special import expit, logit
 
 from simulator.config import QuestionnaireConfig, SimConfig, to_dict, with_overrides
 from simulator.logs import read_run
-from simulator.metrics import session_depth, submit_propensity
+from experiments.metrics import session_depth, submit_propensity
 from simulator.questionnaire import SAT, Engagement, submit_logit
 from simulator.schema import NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK
-from simulator.simulate import simulate
+from experiments.simulate import simulate
 
 ENGAGED = {"questionnaire.response_watch": 3.0, "questionnaire.response_feedback": 1.5,
            "questionnaire.response_depth": -0.3}

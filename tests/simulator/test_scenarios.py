@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator.cli import build_parser, config_from_args, main
+from satbed.cli import build_parser, config_from_args, main
 from simulator.config import ConfigError, SimConfig, load_toml, with_overrides
-from simulator.experiment import ExperimentConfig
+from experiments.config import ExperimentConfig
 from simulator.scenarios import (EXTENSIVE, MARGINAL_COLUMNS, Targets, _parse, compare, get_scenario,
                                  list_scenarios, load_scenario, marginals, scale_model, scenario_doc)
 
@@ -176,7 +176,7 @@ def test_check_needs_targets(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- study configs
 def test_study_configs_take_a_scenario_for_their_world(tmp_path):
-    from studies.base import get_study, load_config
+    from studies.engine.base import get_study, load_config
     study = get_study("aa_validity")
     path = tmp_path / "aa.toml"
     path.write_text('[world]\nscenario = "survey_rich"\n[world.users]\nn_users = 100\n'
@@ -380,7 +380,7 @@ def test_paper_regime_marginals_in_a_twentieth_scale_model(tmp_path, name):
     10% in a 1/20 scale model (users, items, authors and the popular pool divided by 20, the same
     days); the full sizes were measured once (README, Scenarios)."""
     from simulator.logs import read_impressions
-    from simulator.simulate import simulate
+    from experiments.simulate import simulate
     targets = get_scenario(name).targets
     config = scale_model(load_scenario(name), REDUCTION)
     simulate(config, tmp_path / name, progress=False)

@@ -1,7 +1,7 @@
 """Fixtures for the study tests: each study's fast variant, run once per session.
 
 ``aa_validity`` runs through the command line (``satbed study aa_validity --fast --out DIR``),
-the others through :func:`studies.base.run_study`; all on the sequential executor (the
+the others through :func:`studies.engine.base.run_study`; all on the sequential executor (the
 executors are compared in test_study_sweep.py). In a whole-suite run they start in a background
 process right after collection (golden_runs.py).
 """

@@ -19,11 +19,11 @@ def run_fast(name: str, out: str | Path) -> Path:
     torch.set_num_threads(1)
     out = Path(out)
     if name == "aa_validity":     # through the command line, as a user runs it
-        from simulator.cli import main
+        from satbed.cli import main
         assert main(["study", name, "--fast", "--out", str(out), "--executor", "sequential", "--quiet"]) == 0
     else:
-        from studies.base import get_study, load_config, run_study
-        from studies.sweep import SequentialExecutor
+        from studies.engine.base import get_study, load_config, run_study
+        from studies.engine.sweep import SequentialExecutor
         study = get_study(name)
         run_study(study, load_config(study, variant="fast"), out, SequentialExecutor(), progress=False,
                   variant="fast")

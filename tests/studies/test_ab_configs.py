@@ -9,7 +9,8 @@ import pytest
 
 from policies import make_policy
 from simulator.config import load_toml
-from simulator.experiment import BucketConfig, ExperimentConfig, run_experiment
+from experiments.config import BucketConfig, ExperimentConfig
+from experiments.runner import run_experiment
 from tests_support import tiny
 
 CONFIGS = Path(__file__).parents[2] / "studies" / "configs"

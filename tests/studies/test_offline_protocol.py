@@ -1,4 +1,4 @@
-"""The shared offline evaluation protocol (studies/offline.py) against policies whose metrics are known."""
+"""The shared offline evaluation protocol (studies/engine/offline.py) against policies whose metrics are known."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from policies import make_policy
-from studies.offline import METRICS, evaluate, make_task, offline_table, simulate_logs, summarise
+from studies.engine.offline import METRICS, evaluate, make_task, offline_table, simulate_logs, summarise
 from tests_support import tiny
 
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from simulator.config import ConfigError
-from studies.base import get_study, load_config
+from studies.engine.base import get_study, load_config
 from studies.ope_benchmark import (OPEBenchmarkConfig, Target, accuracy, kendall_taus, order_rows, perplexity,
                                    scored)
 

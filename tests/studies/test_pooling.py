@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from studies.reporting import normal_p, random_effects, spread_sources, world_means
+from studies.engine.reporting import normal_p, random_effects, spread_sources, world_means
 
 USERS, TRAINING, WORLD = 0.0016, 0.0004, 0.0009          # variances of the three parts
 

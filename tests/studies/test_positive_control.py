@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from simulator.config import ConfigError
-from studies.base import PolicySpec
+from studies.engine.base import PolicySpec
 from studies.positive_control import PositiveControlConfig
 
 SPECS = (PolicySpec("sasrec", "sasrec"), PolicySpec("saqrec", "saqrec"))

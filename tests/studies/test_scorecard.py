@@ -11,9 +11,9 @@ import pytest
 
 from simulator.config import ConfigError
 from studies import _replication as R
-from studies.base import PolicySpec, Summary, get_study, load_config, run_study
+from studies.engine.base import PolicySpec, Summary, get_study, load_config, run_study
 from studies.scorecard import COLUMNS, VERDICTS, ScorecardConfig, ScorecardEntry
-from studies.sweep import CACHE_DIR, PoolExecutor
+from studies.engine.sweep import CACHE_DIR, PoolExecutor
 
 STUDIES = ("saqrec_replication", "usm_replication", "sine_replication", "easq_online")
 RTOL, ATOL = 1e-6, 1e-9          # the CSVs' 10 significant digits (as the golden tables)

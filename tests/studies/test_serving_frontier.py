@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simulator.config import ConfigError, SimConfig, with_overrides
-from studies.base import PolicySpec
+from studies.engine.base import PolicySpec
 from studies.serving_frontier import Family, ServingFrontierConfig, pareto_efficient
 
 SAQREC = Family("saqrec", "saqrec", (0.0, 1.0), 0.0, "sasrec")

@@ -7,10 +7,10 @@ import sys
 import pytest
 from conftest import STUDIES
 
-from simulator.cli import main
+from satbed.cli import main
 from simulator.config import ConfigError
-from studies.base import available_studies, get_study, load_config, run_study, study_main
-from studies.sweep import SequentialExecutor
+from studies.engine.base import available_studies, get_study, load_config, run_study, study_main
+from studies.engine.sweep import SequentialExecutor
 
 
 def test_list_names_every_study(capsys):
@@ -90,7 +90,8 @@ def test_registry_and_entry_point_helpers():
 
 def test_config_helpers():
     from simulator.config import SimConfig, with_overrides
-    from studies.base import PolicySpec, deep_merge, flatten, parse_seeds, parse_value, policy_buckets, world_variant
+    from simulator.config import parse_value
+    from studies.engine.base import PolicySpec, deep_merge, flatten, parse_seeds, policy_buckets, world_variant
     assert deep_merge({"a": {"b": 1, "c": 2}, "l": [1, 2]}, {"a": {"b": 3}, "l": [9]}) == {"a": {"b": 3, "c": 2}, "l": [9]}
     assert flatten({"catalog": {"n_items": 5, "clickbait_corr": 0.1}, "seed": 2}) == \
         {"catalog.n_items": 5, "catalog.clickbait_corr": 0.1, "seed": 2}

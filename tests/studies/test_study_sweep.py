@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from simulator.config import ConfigError
-from studies.base import get_study, load_config, run_study
-from studies.sweep import (Cell, CellError, PoolExecutor, RayExecutor, SequentialExecutor, make_executor, read_cached,
+from studies.engine.base import get_study, load_config, run_study
+from studies.engine.sweep import (Cell, CellError, PoolExecutor, RayExecutor, SequentialExecutor, make_executor, read_cached,
                            run_sweep)
 
 FN = "test_study_sweep:toy_cell"          # this module is importable: its directory is on sys.path

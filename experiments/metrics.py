@@ -14,10 +14,8 @@ import pandas as pd
 
 from estimators import (adjust_pvalues, fit_submit_propensity, mean_difference, mean_estimate,
                         ratio_difference, ratio_estimate, srm_test)
-from simulator.schema import NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK
+from simulator.schema import ISSUE_ANSWERS, NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK
 
-ISSUE_ANSWERS = ("unsuitable", "adults_only")
-DISLIKE_ANSWERS = ("dislike",)
 SUBMIT_WEIGHT_CAP = 20.0   # inverse submit propensities are clipped here (USM §3.2)
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from policies import register_policy
 from simulator.config import ConfigError, from_dict, load_toml
-from simulator.experiment import BucketConfig, ExperimentConfig, assign_buckets, run_experiment
+from experiments.config import BucketConfig, ExperimentConfig
+from experiments.runner import assign_buckets, run_experiment
 from tests_support import tiny
 
 BUCKETS = (BucketConfig("control", "production", 0.4), BucketConfig("rand", "random", 0.3),
@@ -90,7 +91,7 @@ def test_one_learning_schedule_for_every_bucket(tmp_path, monkeypatch, learning,
 def test_policy_seed_redraws_training_randomness_only(tmp_path, monkeypatch):
     """policy_seed 0 is the stream the world seed gave before policy seeds existed; another
     seed gives the policies other draws on the same world (same users, same buckets)."""
-    from simulator.experiment import policy_streams
+    from experiments.runner import policy_streams
     from simulator.simulate import seed_streams
     draws = {}
     for i, ps in enumerate((0, 0, 1, 2)):
@@ -199,10 +200,10 @@ def test_run_directory_contents(ab_run):
             "lifts.png", "logs", "items.parquet", "users.parquet", "status.json"} <= names
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     days = sorted(p.name for p in (out / "logs").iterdir())
-    assert days == ["day=0000", "day=0001", "day=0002"]
-    assert sorted(p.name for p in (out / "logs" / "day=0000").iterdir()) == ["bucket=pre"]
-    assert sorted(p.name for p in (out / "logs" / "day=0002").iterdir()) == \
-        ["bucket=control", "bucket=oracle", "bucket=rand"]
+    assert days == ["day-0000", "day-0001", "day-0002"]
+    assert sorted(p.name for p in (out / "logs" / "day-0000").iterdir()) == ["bucket-pre"]
+    assert sorted(p.name for p in (out / "logs" / "day-0002").iterdir()) == \
+        ["bucket-control", "bucket-oracle", "bucket-rand"]
     report = (out / "report.md").read_text()
     assert "oracle: upper bound" in report and "| rand | average user watch time" in report
     metrics = pd.read_csv(out / "metrics.csv")
@@ -277,7 +278,7 @@ def test_aa_rejection_rate(tmp_path):
     """
     from simulator.config import to_dict
     from studies.aa_validity import run_cell
-    from studies.sweep import Cell, run_sweep
+    from studies.engine.sweep import Cell, run_sweep
     buckets = (BucketConfig("control", "production", 0.5), BucketConfig("twin", "production", 0.5))
     base = to_dict(replace(small(seed=1000, n_users=240, buckets=buckets), days=1))
     cells = [Cell(f"{run_cell.__module__}:run_cell", {"experiment": base}, 1000 + r) for r in range(100)]

@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simulator.config import ConfigError, SimConfig, iter_fields, load_toml, with_overrides
+from simulator.config import ConfigError, SimConfig, iter_fields, load_toml, parse_assignments, with_overrides
+from satbed import __version__
+from studies.engine.cli import HelpFormatter, add_study_parser, run_command
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -76,18 +78,26 @@ SCENARIO_HELP = ("named world to start from (`satbed scenarios` lists them); pre
                  "scenario < the config file < the --section.field options")
 
 
+SET_HELP = ("override any config key, e.g. --set users.n_users=500 or, in an A/B config, "
+            "--set buckets.easq.params.temperature=0.5 (a list element by its name or index; repeatable; "
+            "the same dialect as `satbed study --set`)")
+
+
 def config_from_args(args: argparse.Namespace, cls: type = SimConfig) -> Any:
-    """The config of a command: the scenario (--scenario), then the file (--config), then the options."""
+    """The config of a command: the scenario (--scenario), then the file (--config), then the options
+    (``--section.field`` and ``--set KEY=VALUE``, in that order)."""
     scenario = getattr(args, "scenario", None)
     config = load_toml(cls, args.config, scenario=scenario) if args.config or scenario else cls()
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
+    overrides.update(parse_assignments(getattr(args, "set", None)))
     if args.seed is not None:
         overrides["seed" if cls is SimConfig else "world.seed"] = args.seed
     return with_overrides(config, overrides) if overrides else config
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from simulator.simulate import format_summary, simulate
+    from experiments.simulate import simulate
+    from simulator.simulate import format_summary
     config = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"simulate-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = simulate(config, out, progress=not args.quiet, overwrite=args.overwrite)
@@ -97,7 +107,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ab(args: argparse.Namespace, *, aa: bool = False) -> int:
-    from simulator.experiment import ExperimentConfig, default_out, run_experiment
+    from experiments.config import ExperimentConfig, default_out
+    from experiments.runner import run_experiment
     config = config_from_args(args, ExperimentConfig)
     out = Path(args.out) if args.out else default_out("aa" if aa else "ab", config.world.seed)
     result = run_experiment(config, out, aa=aa, progress=not args.quiet, overwrite=args.overwrite)
@@ -107,7 +118,7 @@ def _cmd_ab(args: argparse.Namespace, *, aa: bool = False) -> int:
 
 
 def _lift_summary(result) -> str:
-    from simulator.metrics import METRICS_BY_NAME
+    from experiments.metrics import METRICS_BY_NAME
     lines = [f"SRM p = {result.srm_p_value:.3g}", f"{'bucket':<12} {'metric':<44} {'lift':>9}  95% CI"]
     for _, r in result.lifts.iterrows():
         if r["metric"] not in ("aut", "avt", "p2n", "survey_like_rate_debiased", "oracle_satisfaction"):
@@ -118,7 +129,7 @@ def _lift_summary(result) -> str:
         lines.append(f"{r['bucket']:<12} {METRICS_BY_NAME[r['metric']].label:<44} {100 * r['lift']:+8.2f}%{star} "
                      f"[{100 * r['lift_ci_low']:+.2f}%, {100 * r['lift_ci_high']:+.2f}%]")
     if len(result.questionnaire_lifts):
-        from simulator.report import questionnaire_reading
+        from experiments.report import questionnaire_reading
         lines += ["Did using questionnaires raise satisfaction?",
                   *(line.replace("**", "") for line in questionnaire_reading(result.questionnaire_lifts))]
     return "\n".join(lines)
@@ -186,19 +197,21 @@ def _cmd_policies(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="satbed", description="Simulated A/B testbed for questionnaire-aware short-video recommendation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim = sub.add_parser(
         "simulate", help="simulate the default (or a configured) world and write its logs",
         description="Simulate the world served by the production policy and write a run directory "
-                    "(config.toml, items.parquet, users.parquet, logs/day=*/bucket=*/, summary.md). "
+                    "(config.toml, items.parquet, users.parquet, logs/day-*/bucket-*/, summary.md). "
                     "Every config field can be set by a TOML file (--config) and overridden one by one.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     sim.add_argument("--config", metavar="FILE.toml", help="config file; sections as the options below")
     sim.add_argument("--scenario", metavar="NAME", help=SCENARIO_HELP)
     sim.add_argument("--seed", type=int, help="run seed (overrides the config's seed; default 0)")
     sim.add_argument("--out", metavar="DIR", help="run directory (default: runs/simulate-seed<N>-<time>)")
     sim.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     add_config_options(sim)
     sim.set_defaults(func=_cmd_simulate)
     for name, aa in (("ab", False), ("aa", True)):
@@ -210,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "by its own policy. Writes report.md, plots, metrics and logs. Buckets are set in "
                          "the TOML file ([[buckets]] tables: name, policy, share, params).")
             if not aa else "Run the configured experiment as an A/A test (every bucket on the control's policy).",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+            formatter_class=HelpFormatter)
         p.add_argument("--config", metavar="FILE.toml", help="experiment config (e.g. studies/configs/NAME.toml)")
         p.add_argument("--scenario", metavar="NAME", help=SCENARIO_HELP + " (the world of the experiment; its "
                        "platform.days is not used, see --pre_days and --days)")
@@ -218,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", metavar="DIR", help=f"run directory (default: runs/{name}-seed<N>-<time>)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        from simulator.experiment import ExperimentConfig
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+        from experiments.config import ExperimentConfig
         add_config_options(p, ExperimentConfig)
         p.set_defaults(func=(lambda a, aa=aa: _cmd_ab(a, aa=aa)))
     sc = sub.add_parser(
@@ -230,69 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--check", metavar="RUN_DIR",
                     help="compare a `satbed simulate` run's logs with the scenario's targets (exit 1 if off)")
     sc.set_defaults(func=_cmd_scenarios)
-    pol = sub.add_parser("policies", help="list the registered policies, one line each")
+    pol = sub.add_parser("policies", help="list the registered policies, one line each",
+                         description="The registered ranking policies (use a name as a bucket's policy): "
+                                     "baselines, the oracle upper bound and the paper policies.")
     pol.set_defaults(func=_cmd_policies)
-    _add_study_parser(sub)
+    add_study_parser(sub)
     return parser
-
-
-def _cmd_study(args: argparse.Namespace) -> int:
-    from studies.base import cli_study
-    from studies.sweep import CellError
-    try:
-        return cli_study(args)
-    except CellError as err:
-        print(f"satbed: error: {err}", file=sys.stderr)
-        return 1
-
-
-def _add_study_parser(sub) -> None:
-    st = sub.add_parser(
-        "study", help="run a study from studies/ (bias ablations, head-to-head A/B, ...); --list them",
-        description="Run a study: a sweep of (config variant x seed) cells, cached in the results directory "
-                    "(an interrupted run resumes), summarised in report.md, table.csv and PNG plots. "
-                    "Each study has a TOML config (studies/configs/NAME.toml) with a default, a --fast and "
-                    "a --full variant.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    st.add_argument("name", nargs="?", help="study name (see --list)")
-    st.add_argument("--list", action="store_true", help="list the studies, one line each")
-    size = st.add_mutually_exclusive_group()
-    size.add_argument("--fast", action="store_true", help="the small variant (seconds; what the tests run)")
-    size.add_argument("--full", action="store_true", help="the paper-scale variant (README, Studies: variants and expected times)")
-    st.add_argument("--config", metavar="FILE.toml", help="study config (default: studies/configs/NAME.toml)")
-    st.add_argument("--out", metavar="DIR", help="results directory (default: runs/studies/NAME[-fast|-full])")
-    st.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0,1,2 or 0:10 (overrides the config's seeds)")
-    st.add_argument("--scenario", metavar="NAME",
-                    help="the named world the study's world starts from (its [world] table still overrides it; "
-                         "the same as --set world.scenario=NAME)")
-    st.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config key, e.g. --set world.users.n_users=500 (repeatable)")
-    st.add_argument("--executor", choices=("pool", "ray", "sequential"), default="pool",
-                    help="where the cells run: a local process pool, a Ray cluster, or in this process")
-    st.add_argument("--workers", type=int, default=2, help="pool processes / CPUs of a local Ray instance")
-    st.add_argument("--address", help="Ray cluster address (with --executor ray), e.g. auto or ray://host:10001")
-    st.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
-    st.add_argument("--quiet", action="store_true", help="no progress bar")
-    st.set_defaults(func=_cmd_study)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if _KERNEL_ERROR is not None:
         print(f"satbed: error: {_KERNEL_ERROR}", file=sys.stderr)
         return 2
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from policies import UnknownPolicyError
-    from simulator.schema import SchemaError
-    from simulator.simulate import RunDirectoryError
-    try:
-        return args.func(args)
-    except (ConfigError, SchemaError, UnknownPolicyError, RunDirectoryError, FileNotFoundError) as err:
-        print(f"satbed: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("satbed: interrupted; the run directory is marked incomplete (status.json)", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

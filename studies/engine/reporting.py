@@ -8,26 +8,19 @@ forest plot means the same thing in every results directory:
 - :func:`random_effects`: DerSimonian-Laird pooling of per-seed estimates (one world per seed,
   so worlds differ: the between-world variance goes into the interval);
 - :func:`markdown_table`, :func:`pct`, :func:`num`: GitHub-markdown tables of formatted cells;
-- :func:`band_plot`, :func:`forest_plot`, :func:`save_figure`: matplotlib (Agg), PNGs written
-  atomically.
+- :func:`band_plot`, :func:`forest_plot`, :func:`save_figure`: matplotlib figures without pyplot
+  (:mod:`simulator.figures`), PNGs written atomically.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import special, stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import special, stats  # noqa: E402
-
-from simulator.atomic import atomic_path  # noqa: E402
-
-COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
-          "#1f78b4", "#b2df8a", "#fb9a99", "#cab2d6")
+from simulator.figures import COLORS, save_figure, subplots  # noqa: F401  (the studies' plotting kit)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -204,15 +197,6 @@ def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[object],
 
 
 # ----------------------------------------------------------------------------- plots
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG atomically and close it."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return path
-
-
 def band_plot(ax, x: Sequence, mean: Sequence[float], low: Sequence[float], high: Sequence[float], *,
               label: str, color: str, marker: str = "o", linestyle: str = "-") -> None:
     """A line with a shaded interval band; ``x`` may be categorical (strings are placed 0..n-1)."""
@@ -245,7 +229,7 @@ def forest_plot(table: pd.DataFrame, path: str | Path, *, panels: Sequence[str],
     titles, highlight = dict(titles or {}), dict(highlight or {})
     cols = min(3, max(1, len(panels)))
     nrows = int(np.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 0.45 * len(rows) * nrows + 1.4 * nrows),
+    fig, axes = subplots(nrows, cols, figsize=(4.6 * cols, 0.45 * len(rows) * nrows + 1.4 * nrows),
                              constrained_layout=True, squeeze=False)
     y = np.arange(len(rows))
     for ax, panel in zip(axes.ravel(), panels):

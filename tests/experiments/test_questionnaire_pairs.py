@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from simulator.config import ConfigError
-from simulator.experiment import DEFAULT_QUESTIONNAIRE_PAIRS, BucketConfig, ExperimentConfig
-from simulator.report import questionnaire_reading
+from experiments.config import DEFAULT_QUESTIONNAIRE_PAIRS, BucketConfig, ExperimentConfig
+from experiments.report import questionnaire_reading
 
 
 def test_default_pairs_apply_to_the_default_buckets_only():

@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from estimators import Estimate, auc, gauc, hit_rate, mrr, ndcg, uauc
-from policies.data import (DISSATISFIED_ANSWERS, SATISFIED_ANSWERS, chronological_order, n_items_of,
+from policies.data import (chronological_order, n_items_of,
                            positive_keys, sample_negatives, user_sequences)
 from simulator.features import FeatureStore, ItemAttributes
-from simulator.schema import LogData, RankBatch
+from simulator.schema import DISSATISFIED_ANSWERS, SATISFIED_ANSWERS, LogData, RankBatch
 
 TARGETS = ("effective_view", "satisfied")
 RANK_METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@2", "ndcg@5", "ndcg@10", "mrr")
@@ -272,7 +272,7 @@ def evaluate_policies(logs: LogData, world: Any, policies: Sequence[Any], *, tes
         logs: a run's logs with oracle columns (the evaluation reads them; policies never do).
         world: the :class:`~simulator.config.SimConfig` that made the logs (an oracle policy is
             attached to that world, regenerated from its seed, with a :class:`StaticState`).
-        policies: specs with ``name``, ``policy`` and ``params`` (:class:`studies.base.PolicySpec`).
+        policies: specs with ``name``, ``policy`` and ``params`` (:class:`studies.engine.base.PolicySpec`).
         seed: negative sampling; policy ``i`` is fitted with ``SeedSequence([seed, 1, i])``.
         extra: ``(policy, task, logs, world) -> {metric: value}`` for metrics beyond :func:`evaluate`.
 
@@ -321,7 +321,7 @@ def simulate_logs(config: Any, out: str | Path | None = None) -> LogData:
     import tempfile
 
     from simulator.logs import read_run
-    from simulator.simulate import simulate
+    from experiments.simulate import simulate
     if out is not None:
         simulate(config, Path(out), progress=False, overwrite=True)
         return read_run(out)

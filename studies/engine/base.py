@@ -41,9 +41,7 @@ import copy
 import importlib
 import json
 import pkgutil
-import sys
 import time
-import tomllib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -53,13 +51,12 @@ from typing import Any
 import pandas as pd
 
 from simulator.atomic import atomic_write_text
-from simulator.config import ConfigError, SimConfig, _f, deep_merge, dump_toml, from_dict, read_toml, set_dotted, \
-    to_dict, with_overrides, world_key
-from studies.sweep import Cell, Executor, PoolExecutor, SweepResult, run_sweep
+from simulator.config import (ConfigError, SimConfig, deep_merge, doc_field, dump_toml, from_dict, parse_assignments,
+                              read_toml, set_dotted, to_dict, with_overrides, world_key)
+from studies.engine.sweep import Cell, Executor, PoolExecutor, SweepResult, run_sweep
 
 VARIANTS = ("fast", "default", "full")
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-_NOT_STUDIES = {"base", "sweep", "reporting", "offline"}     # helper modules of the package
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"     # studies/configs
 
 
 class UnknownStudyError(ConfigError):
@@ -137,7 +134,7 @@ def _discover() -> list[str]:
     import studies
     errors = []
     for info in pkgutil.iter_modules(studies.__path__):
-        if info.name.startswith("_") or info.name in _NOT_STUDIES or info.ispkg:
+        if info.name.startswith("_") or info.ispkg:     # _shared helpers and the engine package
             continue
         try:
             importlib.import_module(f"studies.{info.name}")
@@ -155,7 +152,7 @@ def available_studies() -> dict[str, Study]:
 
 def get_study(name: str) -> Study:
     """The study called ``name``; an unknown name is a :class:`UnknownStudyError` listing the others."""
-    if name not in _REGISTRY and name.isidentifier() and name not in _NOT_STUDIES:
+    if name not in _REGISTRY and name.isidentifier() and name != "engine":
         try:
             importlib.import_module(f"studies.{name}")
         except ModuleNotFoundError as err:
@@ -211,14 +208,6 @@ def load_config(study: Study, *, variant: str = "default", path: str | Path | No
     return config
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value as TOML (``3``, ``0.5``, ``true``, ``[0, 1]``, ``"x"``), else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` or ``"0:5"`` (a range) as a list of seeds."""
     try:
@@ -248,8 +237,8 @@ def check_seeds(name: str, seeds: Sequence[int]) -> None:
 @dataclass(frozen=True, slots=True)
 class PolicySpec:
     """One policy of a study: a bucket name, a registered policy and its parameters."""
-    name: str = _f("control", "bucket / row name (letters, digits, '_' and '-')")
-    policy: str = _f("production", "registered policy (`satbed policies`)")
+    name: str = doc_field("control", "bucket / row name (letters, digits, '_' and '-')")
+    policy: str = doc_field("production", "registered policy (`satbed policies`)")
     params: dict = field(default_factory=dict, metadata={"doc": "keyword arguments of the policy"})
 
     def __post_init__(self) -> None:
@@ -280,8 +269,8 @@ def check_policies(specs: Sequence[PolicySpec], control: str) -> None:
 
 def is_oracle(policy: str) -> bool:
     """Whether the registered policy reads the ground truth (an upper bound, not deployable)."""
-    from policies.base import _REGISTRY
-    return bool(getattr(_REGISTRY.get(policy, (None,))[0], "is_oracle", False))
+    from policies import is_oracle as registered_oracle
+    return registered_oracle(policy)
 
 
 def policy_buckets(specs: Sequence[PolicySpec], world: SimConfig | None = None) -> tuple:
@@ -291,7 +280,7 @@ def policy_buckets(specs: Sequence[PolicySpec], world: SimConfig | None = None) 
     ``platform.temperature``, as the pre-period's production policy does (and ``satbed simulate``),
     so that the control is the system that logged the training data.
     """
-    from simulator.experiment import BucketConfig
+    from experiments.config import BucketConfig
     share = 1.0 / len(specs)
     shares = [share] * (len(specs) - 1) + [1.0 - share * (len(specs) - 1)]
     out = []
@@ -315,8 +304,8 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def lift_rows(lifts: pd.DataFrame) -> list[dict]:
-    """A lift table (an :class:`~simulator.experiment.ExperimentResult`'s ``lifts``, or
-    :func:`simulator.experiment.lifts_against`) as plain rows."""
+    """A lift table (an :class:`~experiments.runner.ExperimentResult`'s ``lifts``, or
+    :func:`experiments.runner.lifts_against`) as plain rows."""
     keep = ("bucket", "metric", "control", "treatment", "difference", "diff_ci_low", "diff_ci_high", "lift",
             "lift_ci_low", "lift_ci_high", "p_value", "p_adjusted")
     rows = []
@@ -334,7 +323,8 @@ def run_ab_cell(params: Mapping[str, Any], seed: int, prefix: str) -> Any:
     import tempfile
 
     from simulator.config import from_dict
-    from simulator.experiment import ExperimentConfig, run_experiment
+    from experiments.config import ExperimentConfig
+    from experiments.runner import run_experiment
     config = from_dict(ExperimentConfig, params["experiment"])
     config = replace(config, world=replace(config.world, seed=seed))
     with tempfile.TemporaryDirectory(prefix=f"satbed-{prefix}-") as tmp:
@@ -456,8 +446,8 @@ def _report(study: Study, variant: str, meta: dict[str, Any], summary: Summary) 
 
 # ----------------------------------------------------------------------------- command line
 def cli_study(args: Any) -> int:
-    """``satbed study`` (argparse namespace from :func:`simulator.cli.build_parser`)."""
-    from studies.sweep import make_executor
+    """``satbed study`` (argparse namespace from :func:`satbed.cli.build_parser`)."""
+    from studies.engine.sweep import make_executor
     if args.list:
         studies = available_studies()
         width = max(map(len, studies), default=0)
@@ -468,12 +458,7 @@ def cli_study(args: Any) -> int:
         raise ConfigError("name a study (satbed study NAME) or pass --list")
     study = get_study(args.name)
     variant = "fast" if args.fast else "full" if args.full else "default"
-    overrides: dict[str, Any] = {}
-    for item in args.set or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} must be KEY=VALUE (e.g. --set world.users.n_users=500)")
-        overrides[key.strip()] = parse_value(value.strip())
+    overrides = parse_assignments(args.set)
     if args.seeds is not None:
         if "seeds" not in {f.name for f in fields(study.config)}:
             raise ConfigError(f"study {study.name!r} has no seeds list; set its config instead (--set KEY=VALUE)")
@@ -500,6 +485,6 @@ def cli_study(args: Any) -> int:
 
 
 def study_main(name: str, argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m studies.NAME [options]`` (the options of ``satbed study``)."""
-    from simulator.cli import main
-    return main(["study", name, *(sys.argv[1:] if argv is None else argv)])
+    """Entry point of ``python -m studies.NAME [options]`` (see :mod:`studies.engine.cli`)."""
+    from studies.engine.cli import study_main as main
+    return main(name, argv)

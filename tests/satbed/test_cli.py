@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from simulator.cli import main
+from satbed.cli import main
 from simulator.config import SimConfig, load_toml
 
 TINY = ["--users.n_users", "200", "--catalog.n_items", "800", "--platform.days", "1", "--quiet"]
@@ -73,9 +73,73 @@ def test_help_documents_every_field(capsys):
 
 def test_ab_exposes_the_learning_schedule_and_the_policy_seed(tmp_path):
     """--learning, --update_epochs and --policy_seed reach the experiment config."""
-    from simulator.cli import build_parser, config_from_args
-    from simulator.experiment import ExperimentConfig
+    from satbed.cli import build_parser, config_from_args
+    from experiments.config import ExperimentConfig
     args = build_parser().parse_args(["ab", "--learning", "update", "--update_epochs", "2", "--policy_seed", "3",
                                       "--seed", "5"])
     config = config_from_args(args, ExperimentConfig)
     assert (config.learning, config.update_epochs, config.policy_seed, config.world.seed) == ("update", 2, 3, 5)
+
+
+# ----------------------------------------------------------------------------- the command line's interface
+def test_version_and_python_dash_m_satbed():
+    import subprocess
+    import sys
+
+    from satbed import __version__
+    run = subprocess.run([sys.executable, "-m", "satbed", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == f"satbed {__version__}"
+    assert __version__[0].isdigit()
+
+
+def test_help_imports_no_numerics_or_policies():
+    """``satbed --help`` stays fast by importing lazily: no torch, scipy, pandas or policy module."""
+    import subprocess
+    import sys
+    code = ("import sys; from satbed.cli import build_parser; p = build_parser(); p.format_help(); "
+            "[a.choices[c].format_help() for a in p._subparsers._group_actions for c in a.choices]; "
+            "heavy = sorted(m for m in ('torch', 'scipy', 'pandas', 'policies', 'estimators', 'experiments.runner') "
+            "if m in sys.modules); print(heavy)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_every_subcommand_has_a_description_and_each_default_shows_once(monkeypatch):
+    from satbed.cli import build_parser
+    monkeypatch.setenv("COLUMNS", "4000")         # one line per option, so a line is one option's help
+    parser = build_parser()
+    (sub,) = parser._subparsers._group_actions
+    assert set(sub.choices) == {"simulate", "ab", "aa", "scenarios", "policies", "study"}
+    for name, p in sub.choices.items():
+        assert p.description, f"satbed {name} has no description"
+        text = p.format_help()
+        assert "(default: None)" not in text, name
+        assert not [line for line in text.splitlines() if line.count("default") > 1], name
+
+
+def test_set_reaches_bucket_params_by_name_or_index_and_names_a_bad_path():
+    from experiments.config import ExperimentConfig
+    from satbed.cli import build_parser, config_from_args
+    from simulator.config import ConfigError
+    parser = build_parser()
+    args = parser.parse_args(["ab", "--set", "buckets.easq.params.temperature=0.5", "--set", "buckets.0.share=0.2",
+                              "--set", "days=2"])
+    config = config_from_args(args, ExperimentConfig)
+    by_name = {b.name: b for b in config.buckets}
+    assert by_name["easq"].params == {"temperature": 0.5} and config.days == 2
+    assert config.buckets[0].share == 0.2
+    for bad, message in (("buckets.nosuch.params.x=1", "buckets has no element 'nosuch'; names: control"),
+                         ("buckets.easq=1", "names a whole table"),
+                         ("days", "must be KEY=VALUE")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_args(parser.parse_args(["ab", "--set", bad]), ExperimentConfig)
+    sim = config_from_args(parser.parse_args(["simulate", "--set", "users.n_users=123"]))
+    assert sim.users.n_users == 123
+
+
+def test_a_bad_set_path_exits_2_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["ab", "--set", "buckets.nosuch.params.x=1", "--out", str(out), "--quiet"]) == 2
+    assert "buckets has no element 'nosuch'" in capsys.readouterr().err
+    assert not out.exists()

@@ -391,7 +391,7 @@ def satbed_ope_datasets(run_dir: str | Path, rewards: Sequence[str] = ("watch_ti
                         prior_count: float = 20.0, alpha: float = 0.05) -> list[SatbedDataset]:
     """Off-policy datasets with a known truth from a finished A/B run with shadow targets.
 
-    The run (:func:`simulator.experiment.run_experiment`) must log candidates
+    The run (:func:`experiments.runner.run_experiment`) must log candidates
     (``world.platform.log_candidates``) and list its treatment buckets in ``shadow``, each served by
     a stochastic policy (a ``temperature`` in its params). For every shadow bucket, reward and
     level: the control's experiment-day impressions with the target's propensities
@@ -417,7 +417,7 @@ def satbed_ope_datasets(run_dir: str | Path, rewards: Sequence[str] = ("watch_ti
         One dataset per (target, reward, level), in the run's shadow order, then rewards, then levels.
     """
     from simulator.config import from_dict, read_toml
-    from simulator.experiment import ExperimentConfig
+    from experiments.config import ExperimentConfig
     run_dir = Path(run_dir)
     config = from_dict(ExperimentConfig, read_toml(run_dir / "config.toml"))
     if not config.shadow:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from simulator.atomic import atomic_write_text
-from simulator.config import (ConfigError, SimConfig, _f, check_choice, check_int_at_least, check_nonnegative,
-                              check_probability, dump_toml)
+from experiments.config import ExperimentConfig
+from simulator.config import ConfigError, dump_toml
 from simulator.logs import LogWriter, read_impressions, write_frame
-from simulator.metrics import lift_table, metric_values, srm, submit_weights, user_sums
+from experiments.metrics import lift_table, metric_values, srm, submit_weights, user_sums
 from simulator.platform import Bucket, Platform
 from simulator.schema import ITEM_COLUMNS, USER_COLUMNS, LogData
 from simulator.simulate import prepare_run_dir, seed_streams, write_status
@@ -37,132 +37,6 @@ from simulator.world import World
 ANALYSIS_COLUMNS = ("day", "ts", "user_id", "session_id", "position", "bucket", "watch_time", "duration", "effective_view", "skip", "like",
                     "share", "comment", "follow", "dislike", "report", "survey_shown", "survey_type",
                     "survey_submitted", "survey_answer", "true_p_satisfied")
-
-
-@dataclass(frozen=True, slots=True)
-class BucketConfig:
-    name: str = _f("control", "bucket name (letters, digits, '_' and '-')")
-    policy: str = _f("production", "registered policy serving the bucket (`satbed policies`)")
-    share: float = _f(0.5, "share of users assigned to the bucket")
-    params: dict = field(default_factory=dict, metadata={"doc": "keyword arguments of the policy"})
-
-    def __post_init__(self) -> None:
-        if not self.name or not all(ch.isalnum() or ch in "_-" for ch in self.name):
-            raise ConfigError(f"bucket name={self.name!r} must be non-empty letters, digits, '_' or '-'")
-        check_probability("share", self.share)
-        if not isinstance(self.params, dict):
-            raise ConfigError(f"params={self.params!r} must be a table")
-
-
-DEFAULT_BUCKETS = (
-    BucketConfig("control", "production", 1 / 5),
-    BucketConfig("sasrec", "sasrec", 1 / 5),
-    BucketConfig("easq_click", "easq", 1 / 5, {"fusion": (1.0, 1.0, 1.0, 0.0)}),
-    BucketConfig("easq", "easq", 1 / 5),
-    BucketConfig("oracle", "oracle", 1 / 5),
-)
-"""The main job's arms: production, the click-only SASRec, EASQ (the questionnaire-aware policy
-with the strongest results in head_to_head) and its click-only twin, and the oracle."""
-DEFAULT_QUESTIONNAIRE_PAIRS = (("easq", "easq_click"),)
-
-
-@dataclass(frozen=True, slots=True)
-class ExperimentConfig:
-    """An A/B test on a world; ``world.platform.days`` is not used (see pre_days and days)."""
-    world: SimConfig = field(default_factory=SimConfig)
-    pre_days: int = _f(3, "days served by the production policy before the experiment (training logs)")
-    days: int = _f(7, "experiment days")
-    buckets: tuple[BucketConfig, ...] = field(default=DEFAULT_BUCKETS, metadata={"doc": "the arms"})
-    control: str = _f("control", "name of the control bucket")
-    salt: str = _f("satbed", "salt of the user-to-bucket hash")
-    learning: str = _f("frozen", "how every bucket's policy learns during the experiment: frozen (the "
-                       "pre-period fit only), update (update() with the bucket's new logs every "
-                       "update_interval_s, update_epochs passes) or refit (refit daily on the pre-period "
-                       "plus the bucket's logs)")
-    update_interval_s: float = _f(3600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = _f(1, "learning = update: passes over the new logs per update() call")
-    policy_seed: int = _f(0, "seed of the policies' training randomness (initialisation, negatives, dropout): "
-                             "0 derives it from the world seed; another value redraws it on the same world")
-    questionnaire_pairs: tuple[tuple[str, str], ...] = _f(
-        DEFAULT_QUESTIONNAIRE_PAIRS, "(bucket using questionnaires, its click-only twin) pairs: the report says in "
-                                     "plain words whether using questionnaires raised satisfaction (default: easq "
-                                     "vs easq_click where both buckets exist, else none)")
-    shadow: tuple[str, ...] = _f((), "off-policy evaluation: buckets whose policies also score every request of the "
-                                     "control bucket, their scores logged with its candidates (needs "
-                                     "world.platform.log_candidates; see simulator.ope_data): the model that serves "
-                                     "a bucket online is the one evaluated off-policy on the control's logs")
-    alpha: float = _f(0.05, "significance level of the lift analysis")
-    correction: str = _f("holm", "multiple-comparison correction: holm or bh")
-    torch_threads: int = _f(1, "torch threads (1 is fastest on a busy 2-core machine)")
-
-    def __post_init__(self) -> None:
-        check_ab_settings(self)
-        check_int_at_least("torch_threads", self.torch_threads, 1)
-        check_int_at_least("policy_seed", self.policy_seed, 0)
-        names = [b.name for b in self.buckets]
-        if len(names) < 2:
-            raise ConfigError(f"buckets must name at least two arms, got {names}")
-        if len(set(names)) != len(names):
-            raise ConfigError(f"bucket names must be unique, got {names}")
-        if self.control not in names:
-            raise ConfigError(f"control={self.control!r} is not a bucket; buckets: {', '.join(names)}")
-        total = sum(b.share for b in self.buckets)
-        if abs(total - 1.0) > 1e-6:
-            raise ConfigError(f"bucket shares must sum to 1, got {total:.6g}")
-        if self.questionnaire_pairs == DEFAULT_QUESTIONNAIRE_PAIRS and not set(DEFAULT_QUESTIONNAIRE_PAIRS[0]) <= set(names):
-            object.__setattr__(self, "questionnaire_pairs", ())   # the default applies only where its buckets exist
-        if self.shadow and not self.world.platform.log_candidates:
-            raise ConfigError("shadow targets need world.platform.log_candidates = true (their scores are logged "
-                              "with the candidates)")
-        for name in self.shadow:
-            if name not in names or name == self.control:
-                raise ConfigError(f"shadow: {name!r} must be a bucket other than the control ({self.control!r}); "
-                                  f"buckets: {', '.join(names)}")
-        if len(set(self.shadow)) != len(self.shadow):
-            raise ConfigError(f"shadow buckets must be unique, got {list(self.shadow)}")
-        for pair in self.questionnaire_pairs:
-            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(names):
-                raise ConfigError(f"questionnaire_pairs: {list(pair)} must be two different buckets of {names} "
-                                  "(set questionnaire_pairs = [] when the buckets have no such pair)")
-
-    @property
-    def control_bucket(self) -> BucketConfig:
-        return next(b for b in self.buckets if b.name == self.control)
-
-    def as_aa(self) -> ExperimentConfig:
-        """The same experiment with every bucket served by the control's policy (an A/A test)."""
-        c = self.control_bucket
-        return replace(self, buckets=tuple(replace(b, policy=c.policy, params=dict(c.params))
-                                           for b in self.buckets))
-
-
-LEARNING = ("frozen", "update", "refit")
-"""The A/B learning schedules (``ExperimentConfig.learning``), the same for every bucket."""
-
-
-def check_ab_settings(config) -> None:
-    """Validate the A/B fields an experiment and the studies that run one share: ``pre_days``,
-    ``days``, ``learning``, ``update_interval_s``, ``update_epochs``, ``correction`` and ``alpha``."""
-    check_int_at_least("pre_days", config.pre_days, 1)
-    check_int_at_least("days", config.days, 1)
-    check_choice("learning", config.learning, LEARNING)
-    check_nonnegative("update_interval_s", config.update_interval_s)
-    if config.learning == "update" and not config.update_interval_s > 0:
-        raise ConfigError(f"learning='update' needs update_interval_s > 0, got {config.update_interval_s!r}")
-    check_int_at_least("update_epochs", config.update_epochs, 1)
-    check_choice("correction", config.correction, ("holm", "bh"))
-    if not 0 < config.alpha < 1:
-        raise ConfigError(f"alpha={config.alpha!r} must be in (0, 1)")
-
-
-def describe_learning(config) -> str:
-    """The learning schedule of an A/B config in words, for reports (one home for the phrase)."""
-    if config.learning == "update":
-        return (f"learning `update`: every policy with an update() learns from its own bucket's new logs every "
-                f"{config.update_interval_s / 3600:g} h ({config.update_epochs} pass(es))")
-    if config.learning == "refit":
-        return "learning `refit`: every policy is refit daily on the pre-period plus its own bucket's logs"
-    return "learning `frozen`: every policy serves its pre-period fit"
 
 
 def policy_streams(streams: dict[str, np.random.SeedSequence], world_seed: int, policy_seed: int,
@@ -312,7 +186,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
     result = analyse(out, config, names, assignment, users, timings)
     timings["analyse"] = time.perf_counter() - t0
     if report:
-        from simulator.report import write_report
+        from experiments.report import write_report
         t0 = time.perf_counter()
         write_report(out, config, result, aa=aa)
         timings["report"] = time.perf_counter() - t0
@@ -396,16 +270,12 @@ def lifts_against(run_dir: str | Path, config: ExperimentConfig,
 
 def bucket_sums(run_dir: str | Path, config: ExperimentConfig) -> dict[str, pd.DataFrame]:
     """``{bucket: per-user sums over the experiment days}`` of a finished run, every assigned user
-    (intent to treat), as its own analysis makes them (:func:`simulator.metrics.user_sums`)."""
+    (intent to treat), as its own analysis makes them (:func:`experiments.metrics.user_sums`)."""
     out = Path(run_dir)
     users = pd.read_parquet(out / "users.parquet")
     assignment = assign_buckets(len(users), [b.share for b in config.buckets], config.salt)
     overall, _ = _bucket_sums(out, config, [b.name for b in config.buckets], assignment, users, daily=False)
     return overall
-
-
-def default_out(prefix: str, seed: int) -> Path:
-    return Path("runs") / f"{prefix}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def load_overall(run_dir: str | Path) -> pd.DataFrame:

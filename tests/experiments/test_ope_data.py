@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from simulator.config import ConfigError, with_overrides
-from simulator.experiment import BucketConfig, ExperimentConfig, run_experiment
-from simulator.ope_data import logged_pages, propensities
+from experiments.config import BucketConfig, ExperimentConfig
+from experiments.runner import run_experiment
+from experiments.ope_data import logged_pages, propensities
 from simulator.plackett_luce import conditional_propensities, log_weights, marginal_propensities
 from tests_support import tiny
 
@@ -100,7 +101,7 @@ def test_propensities_errors(run):
 import pandas as pd  # noqa: E402
 
 from estimators import OPEData, check_estimator, from_bandit_feedback, get_estimator, ope_ips  # noqa: E402
-from simulator.ope_data import (ItemMeanReward, LoggedPages, bandit_feedback, imputed_rewards,  # noqa: E402
+from experiments.ope_data import (ItemMeanReward, LoggedPages, bandit_feedback, imputed_rewards,  # noqa: E402
                                 ope_data, online_value, sample_pages, satbed_ope_datasets)
 from simulator.plackett_luce import exact_marginals  # noqa: E402
 

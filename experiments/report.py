@@ -4,30 +4,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from simulator.atomic import atomic_path, atomic_write_text  # noqa: E402
-from simulator.experiment import describe_learning  # noqa: E402
-from simulator.metrics import METRICS, METRICS_BY_NAME  # noqa: E402
+from experiments.metrics import METRICS, METRICS_BY_NAME
+from experiments.config import describe_learning
+from simulator.atomic import atomic_write_text
+from simulator.figures import COLORS, save_figure, subplots
 
 PLOT_METRICS = ("aut", "avt", "p2n", "skip_rate", "survey_like_rate", "survey_like_rate_debiased",
                 "survey_issue_rate_debiased", "oracle_satisfaction")
-COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 
 
 def _oracle_buckets(config) -> set[str]:
-    from policies.base import _REGISTRY
-    out = set()
-    for b in config.buckets:
-        cls = _REGISTRY.get(b.policy, (None,))[0]
-        if getattr(cls, "is_oracle", False):
-            out.add(b.name)
-    return out
+    from policies import is_oracle
+    return {b.name for b in config.buckets if is_oracle(b.policy)}
 
 
 def _pct(x: float) -> str:
@@ -48,18 +39,12 @@ def _fmt(value: float, metric) -> str:
     return f"{100 * value:.2f}%"
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
 def plot_daily_lifts(daily_lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Path:
     """One panel per key metric: daily relative lift vs control with 95% CI bands per bucket."""
     metrics = [m for m in PLOT_METRICS if m in set(daily_lifts["metric"])]
     cols = 4
     rows = int(np.ceil(len(metrics) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), constrained_layout=True, squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), constrained_layout=True, squeeze=False)
     buckets = list(dict.fromkeys(daily_lifts["bucket"]))
     for ax, name in zip(axes.ravel(), metrics):
         sub = daily_lifts[daily_lifts["metric"] == name]
@@ -75,7 +60,7 @@ def plot_daily_lifts(daily_lifts: pd.DataFrame, path: Path, oracle: set[str]) ->
     for ax in axes.ravel()[len(metrics):]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -85,7 +70,7 @@ def plot_overall_lifts(lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Pat
     buckets = list(dict.fromkeys(lifts["bucket"]))
     cols = 4
     rows = int(np.ceil(len(metrics) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.5 * len(buckets) * rows + 1.3 * rows),
+    fig, axes = subplots(rows, cols, figsize=(4.2 * cols, 0.5 * len(buckets) * rows + 1.3 * rows),
                              constrained_layout=True, squeeze=False)
     for ax, name in zip(axes.ravel(), metrics):
         sub = lifts[lifts["metric"] == name].set_index("bucket").reindex(buckets)
@@ -102,7 +87,7 @@ def plot_overall_lifts(lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Pat
         ax.set_xlabel("lift vs control (%)", fontsize=8)
     for ax in axes.ravel()[len(metrics):]:
         ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
