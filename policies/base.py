@@ -6,12 +6,14 @@ platform's feature store through :class:`simulator.schema.RankBatch`.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
+from policies.params import ParameterError, check_known
 from simulator.schema import LogData, RankBatch
 
 
@@ -103,10 +105,13 @@ def make_policy(name: str, **params: Any) -> Any:
     except KeyError:
         raise UnknownPolicyError(
             f"unknown policy {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+    if dataclasses.is_dataclass(cls):
+        check_known(name, cls, params)
     try:
         return cls(**params)
-    except TypeError as err:
-        raise ValueError(f"bad parameters for policy {name!r}: {err}") from None
+    except (TypeError, ValueError) as err:     # a policy's own check is a parameter error too (exit 2)
+        text = str(err)
+        raise ParameterError(text if text.startswith(f"{name}: ") else f"{name}: {text}") from None
 
 
 def check_fitted(policy: Any, attr: str = "fitted_") -> None:

@@ -20,10 +20,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def user_errors() -> tuple[type[BaseException], ...]:
     """The errors that are the user's to fix (a bad config, an unknown name, a missing file): exit code 2."""
     from policies import UnknownPolicyError
+    from policies.params import ParameterError
     from simulator.config import ConfigError
     from simulator.schema import SchemaError
     from simulator.simulate import RunDirectoryError
-    return ConfigError, SchemaError, UnknownPolicyError, RunDirectoryError, FileNotFoundError
+    return ConfigError, SchemaError, UnknownPolicyError, ParameterError, RunDirectoryError, FileNotFoundError
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -143,3 +143,10 @@ def test_a_bad_set_path_exits_2_before_anything_is_written(tmp_path, capsys):
     assert main(["ab", "--set", "buckets.nosuch.params.x=1", "--out", str(out), "--quiet"]) == 2
     assert "buckets has no element 'nosuch'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_bad_policy_parameter_exits_2_before_any_simulation(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["ab", "--set", "buckets.easq.params.fusio=1", "--out", str(out), "--quiet"]) == 2
+    assert "easq: fusio is not a parameter; easq takes: " in capsys.readouterr().err
+    assert not out.exists()

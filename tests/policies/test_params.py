@@ -1,0 +1,59 @@
+"""Policy hyperparameters: nested groups from tables, checks that name the field, make_policy's errors."""
+from dataclasses import dataclass, field
+
+import pytest
+
+from policies import make_policy
+from policies.params import ParameterError, at_least, choice, nested, positive, probability, sizes, temperature
+
+
+@dataclass(frozen=True)
+class Train:
+    lr: float = 1e-3
+    max_epochs: int = 5
+
+    def __post_init__(self):
+        positive("lr", self.lr)
+        at_least("max_epochs", self.max_epochs, 1)
+
+
+@dataclass
+class Toy:
+    train: Train = field(default_factory=Train)
+
+    def __post_init__(self):
+        self.train = nested("toy", "train", Train, self.train)
+
+
+def test_a_table_becomes_its_group_and_an_instance_passes_through():
+    assert Toy(train={"lr": 0.5}).train == Train(lr=0.5, max_epochs=5)
+    t = Train(lr=0.1)
+    assert Toy(train=t).train is t
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"lr": -1.0}, r"^toy: train\.lr=-1\.0 must be > 0$"),
+    ({"max_epochs": 0}, r"^toy: train\.max_epochs=0 must be an integer >= 1$"),
+    ({"max_epochs": 2.5}, r"^toy: train\.max_epochs=2\.5 must be an integer$"),
+    ({"lr": True}, r"^toy: train\.lr=True must be a finite number$"),
+    ({"lrr": 1.0}, r"^toy: train\.lrr is not a parameter; train takes: lr, max_epochs$"),
+    (3, r"^toy: train must be a table of lr, max_epochs; got 3$"),
+])
+def test_errors_name_the_path(value, message):
+    with pytest.raises(ParameterError, match=message):
+        Toy(train=value)
+
+
+def test_the_scalar_checks_accept_their_domain_and_refuse_the_rest():
+    probability("p", 0.0), probability("p", 1.0), probability("d", 0.5, open_right=True)
+    sizes("hidden", (64, 32)), choice("c", "a", ("a", "b")), temperature("t", None), temperature("t", 0.5)
+    for call in (lambda: probability("d", 1.0, open_right=True), lambda: probability("p", float("nan")),
+                 lambda: sizes("hidden", ()), lambda: sizes("hidden", (64, 0)), lambda: sizes("hidden", "64"),
+                 lambda: choice("c", "z", ("a", "b")), lambda: temperature("t", 0.0)):
+        with pytest.raises(ParameterError):
+            call()
+
+
+def test_make_policy_names_an_unknown_parameter_and_lists_the_valid_ones():
+    with pytest.raises(ParameterError, match=r"^sasrec: d_modl is not a parameter; sasrec takes: .*d_model"):
+        make_policy("sasrec", d_modl=3)
