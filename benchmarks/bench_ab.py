@@ -39,13 +39,11 @@ pin_kernels()
 import argparse
 import cProfile
 import dataclasses
-import multiprocessing
 import pstats
 import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +52,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
+import instrumentation
 import policies
 import policies.train
+from instrumentation import KiB_PER_MiB, ServeStats, in_child, peak_kib, print_lines, print_table
 import experiments.runner as experiment
 from policies import available_policies, make_policy
 from simulator.config import SimConfig, load_toml, with_overrides
 from experiments.config import ExperimentConfig
 from experiments.runner import run_experiment
-from simulator.logs import LogWriter, log_files, read_impressions
+from simulator.logs import LogWriter, log_files, partition_of, read_impressions
 from simulator.platform import Bucket, Platform
 from simulator.schema import LogData, RankBatch
 from simulator.simulate import STREAMS, seed_streams
@@ -72,24 +72,9 @@ REF_SCORE_BATCHED = 4.0e3      # the issue's reference: requests/s of a SASRec-s
 REF_SCORE_SINGLE = 1.9e3       # ... and one request per call
 REF_TRAIN = (800.0, 950.0)     # ... training sequences/s at length 50, batch 512
 SASREC = "sasrec"
-KiB_PER_MiB = 1024
-
-
-def peak_kib() -> int:
-    """This process's peak RSS so far, in KiB (Linux ``ru_maxrss``)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ----------------------------------------------------------------------------- child processes
-def in_child(fn, *args):
-    """Run ``fn(*args)`` in a fresh ``spawn`` child process, wait for it, return its result.
-
-    The child is joined before this returns, so it counts in ``getrusage(RUSAGE_CHILDREN)``.
-    """
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
-
-
 def _child_baseline() -> None:
     """Runs in a fresh child: nothing beyond the imports of this module (torch included)."""
 
@@ -209,19 +194,8 @@ class TimedWorld(World):
         return world
 
 
-class TimedLogWriter(LogWriter):
-    """A :class:`LogWriter` that times the daily flushes (per day) and ``take_new`` (online updates)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.flush_seconds: dict[int, float] = {}
-
-    def flush_day(self, day, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return super().flush_day(day, *args, **kwargs)
-        finally:
-            self.flush_seconds[day] = self.flush_seconds.get(day, 0.0) + time.perf_counter() - started
+class TimedLogWriter(instrumentation.TimedLogWriter):
+    """Also times ``take_new`` (the online updates' reads of a bucket's new logs) into the record."""
 
     def take_new(self, *args, **kwargs):
         started = time.perf_counter()
@@ -236,130 +210,12 @@ class TimedLogWriter(LogWriter):
         return table
 
 
-@dataclass
-class ServeStats:
-    """Serving of one bucket in one phase (pre-period or experiment): its ``Platform.serve`` calls
-    and its share of the ticks' joint ``Platform.consume`` (by its share of each tick's pages)."""
-    phase: str
-    bucket: str
-    policy: str
-    calls: int = 0
-    requests: int = 0
-    max_batch: int = 0
-    serve: float = 0.0             # serve() calls + the share of consume()
-    score: float = 0.0             # ... of which the policy's score()
-    recall: float = 0.0            # ... of which recall
-    consume: float = 0.0           # ... of which the share of consume()
-
-    @property
-    def overhead(self) -> float:
-        """Serving minus the policy's score(): recall, RankBatch, checks, rank_page, consume() share."""
-        return self.serve - self.score
-
-    @property
-    def rank(self) -> float:
-        """The rest of serve(): RankBatch, shape / finiteness checks, rank_page, take_along_axis."""
-        return self.serve - self.score - self.recall - self.consume
-
-
-@dataclass
-class DayMark:
-    day: int
-    enter: float                   # perf_counter when on_day_end(day) was entered (flush already done)
-    exit: float                    # ... and when it returned (training, if any, included)
-    rss_enter_kib: int
-    rss_exit_kib: int
-
-
-class _TimedRecall:
-    """Wraps the platform's recall callable; its time goes to the bucket being served."""
-
-    def __init__(self, recall, platform: InstrumentedPlatform):
-        self._recall, self._platform = recall, platform
-
-    def __getattr__(self, name):
-        return getattr(self._recall, name)
-
-    def __call__(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return self._recall(*args, **kwargs)
-        finally:
-            if self._platform.current is not None:
-                self._platform.current.recall += time.perf_counter() - started
-
-
-class InstrumentedPlatform(Platform):
-    """A :class:`Platform` that times ``serve`` (and recall and score within it) and ``consume`` per
-    bucket and phase, and marks the day ends. A few ``perf_counter`` calls per serving call."""
+class InstrumentedPlatform(instrumentation.InstrumentedPlatform):
+    """Registers itself in the record, where _child_main_job finds it."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _RECORD["platform"] = self
-        self.recall = _TimedRecall(self.recall, self)
-        self.phase = "pre"
-        self.current: ServeStats | None = None
-        self.stats: dict[tuple[str, str], ServeStats] = {}
-        self.day_marks: list[DayMark] = []
-        self.run_started = self.run_ended = 0.0
-        self.rss_run_start_kib = self.rss_run_end_kib = 0
-        inner = self.on_day_end
-
-        def on_day_end(day: int) -> None:
-            enter, rss = time.perf_counter(), peak_kib()
-            try:
-                if inner is not None:
-                    inner(day)
-            finally:
-                self.day_marks.append(DayMark(day, enter, time.perf_counter(), rss, peak_kib()))
-        self.on_day_end = on_day_end
-
-    def set_buckets(self, buckets, assignment):
-        self.phase = "experiment"
-        return super().set_buckets(buckets, assignment)
-
-    def run(self, *args, **kwargs):
-        self.run_started, self.rss_run_start_kib = time.perf_counter(), peak_kib()
-        try:
-            return super().run(*args, **kwargs)
-        finally:
-            self.run_ended, self.rss_run_end_kib = time.perf_counter(), peak_kib()
-
-    def _stats(self, bucket) -> ServeStats:
-        key = (self.phase, bucket.name)
-        stats = self.stats.get(key)
-        if stats is None:
-            stats = self.stats[key] = ServeStats(self.phase, bucket.name, bucket.policy.name)
-        return stats
-
-    def serve(self, bucket, users, *args, **kwargs):
-        stats = self._stats(bucket)
-        policy = bucket.policy
-        score_before = getattr(policy, "score_seconds", 0.0)
-        self.current = stats
-        started = time.perf_counter()
-        try:
-            return super().serve(bucket, users, *args, **kwargs)
-        finally:
-            stats.serve += time.perf_counter() - started
-            stats.score += getattr(policy, "score_seconds", 0.0) - score_before
-            stats.calls += 1
-            stats.requests += len(users)
-            stats.max_batch = max(stats.max_batch, len(users))
-            self.current = None
-
-    def consume(self, ranked, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return super().consume(ranked, *args, **kwargs)
-        finally:
-            seconds = time.perf_counter() - started
-            total = sum(len(r.users) for r in ranked)
-            for r in ranked:           # each bucket's share of the tick's pages
-                stats = self._stats(r.bucket)
-                share = seconds * len(r.users) / total
-                stats.consume += share
-                stats.serve += share
 
 
 def instrument() -> None:
@@ -440,8 +296,7 @@ def _child_main_job(config: ExperimentConfig, run_dir: str) -> MainJob:
     impressions, exp_rows = {}, 0
     for path in log_files(Path(run_dir) / "logs"):
         rows = pq.ParquetFile(path).metadata.num_rows
-        bucket = path.parent.name.removeprefix("bucket=")
-        day = int(path.parent.parent.name.removeprefix("day="))
+        day, bucket = partition_of(path)
         key = bucket if day >= pre else f"{bucket} (pre-period)"
         impressions[key] = impressions.get(key, 0) + rows
         exp_rows += rows if day >= pre else 0
@@ -449,8 +304,8 @@ def _child_main_job(config: ExperimentConfig, run_dir: str) -> MainJob:
     return MainJob(
         seconds=seconds, timings=dict(result.timings), world=_RECORD["world_seconds"],
         setup=platform.run_started - started, pre_sim=sum(sims[:pre]), exp_sim=sum(sims[pre:]),
-        flush_pre=sum(s for d, s in writer.flush_seconds.items() if d < pre),
-        flush_exp=sum(s for d, s in writer.flush_seconds.items() if d >= pre),
+        flush_pre=sum(s for d, s in writer.flush_seconds_by_day.items() if d < pre),
+        flush_exp=sum(s for d, s in writer.flush_seconds_by_day.items() if d >= pre),
         take_seconds=_RECORD["take_seconds"], take_calls=_RECORD["take_calls"],
         update_path=_RECORD["update_path_seconds"], serve=list(platform.stats.values()), policies=times,
         impressions=impressions, exp_impressions=exp_rows,
@@ -606,23 +461,6 @@ def _child_micro(cfg: SimConfig, run_dir: str, seed: int, batch_sizes: list[int]
 
 
 # ----------------------------------------------------------------------------- report
-def print_lines(rows: list[tuple[str, float, str]], indent: int = 4) -> None:
-    """Labelled seconds, one per line, with an optional note."""
-    width = max(len(label) for label, _, _ in rows)
-    for label, seconds, note in rows:
-        print(f"{' ' * indent}{label:<{width}} {seconds:8.2f} s{'  ' + note if note else ''}")
-
-
-def print_table(rows: list[tuple[str, str, str]]) -> None:
-    """A three-column plain-text table: metric, value, note."""
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    print(f"{'metric':<{w0}}  {'value':>{w1}}  note")
-    print(f"{'-' * w0}  {'-' * w1}  ----")
-    for metric, value, note in rows:
-        print(f"{metric:<{w0}}  {value:>{w1}}  {note}".rstrip())
-
-
 def print_grid(header: list[str], rows: list[list[str]], indent: int = 4) -> None:
     """A plain-text grid: first column left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

@@ -31,13 +31,11 @@ pin_kernels()
 import argparse
 import cProfile
 import dataclasses
-import multiprocessing
 import pstats
 import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +44,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 from scipy.special import expit
 
+from instrumentation import InstrumentedPlatform, TimedLogWriter, in_child, print_lines, print_table
 from policies import make_policy
 from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
-from simulator.logs import LogWriter, log_files, read_impressions, write_frame
-from simulator.platform import Bucket, Platform, rank_page
+from simulator.logs import log_files, read_impressions, write_frame
+from simulator.platform import Bucket, rank_page
 from simulator.plots import plot_simulation
 from simulator.questionnaire import ADULTS_ONLY, Engagement, DISLIKE, LIKE, UNSUITABLE, draw_exposure, \
     exposure_probability, respond
@@ -118,16 +117,6 @@ def _child_simulate(config: SimConfig, run_dir: str) -> EndToEnd:
     return EndToEnd(seconds, rows, total, per_column)
 
 
-def in_child(fn, *args):
-    """Run ``fn(*args)`` in a fresh ``spawn`` child process, wait for it, return its result.
-
-    A fresh interpreter (not ``fork``) so the child does not start with the parent's pages; the
-    child is joined before this returns, so it counts in ``getrusage(RUSAGE_CHILDREN)``.
-    """
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
-
-
 def measure_end_to_end(config: SimConfig, tmp: Path) -> tuple[EndToEnd, int, int]:
     """``simulate()`` in a child process, with its peak RSS above an import-only baseline child.
 
@@ -146,51 +135,6 @@ def measure_end_to_end(config: SimConfig, tmp: Path) -> tuple[EndToEnd, int, int
 
 
 # ----------------------------------------------------------------------------- simulator, phase by phase
-class TimedLogWriter(LogWriter):
-    """A :class:`LogWriter` that adds up the seconds spent in the daily flushes (Parquet writes)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.flush_seconds = 0.0
-
-    def flush_day(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return super().flush_day(*args, **kwargs)
-        finally:
-            self.flush_seconds += time.perf_counter() - started
-
-
-class InstrumentedPlatform(Platform):
-    """A :class:`Platform` that counts serving calls and times ``serve`` and ``consume``.
-
-    Adds two ``perf_counter`` calls per serving call (well under 1% of a call).
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.serve_calls = 0
-        self.serve_requests = 0
-        self.serve_seconds = 0.0
-        self.consume_seconds = 0.0
-
-    def serve(self, bucket, users, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return super().serve(bucket, users, *args, **kwargs)
-        finally:
-            self.serve_seconds += time.perf_counter() - started
-            self.serve_calls += 1
-            self.serve_requests += len(users)
-
-    def consume(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return super().consume(*args, **kwargs)
-        finally:
-            self.consume_seconds += time.perf_counter() - started
-
-
 @dataclass(frozen=True)
 class Phases:
     """Seconds per phase of one run set up as ``simulate()`` sets it up."""
@@ -486,13 +430,6 @@ def verdict(ratio: float) -> str:
     return f"FAILS required (<= {REQUIRED_RATIO:.0f}x)"
 
 
-def print_lines(rows: list[tuple[str, float, str]], indent: int = 4) -> None:
-    """Labelled seconds, one per line, with an optional note."""
-    width = max(len(label) for label, _, _ in rows)
-    for label, seconds, note in rows:
-        print(f"{' ' * indent}{label:<{width}} {seconds:7.2f} s{'  ' + note if note else ''}")
-
-
 def print_phases(ph: Phases, e2e: EndToEnd) -> None:
     """The phase split of the replica run (nested labels are parts of the line above)."""
     per_call = ph.serve / max(ph.serve_calls, 1) * 1e6
@@ -533,16 +470,6 @@ def print_disk_and_memory(e2e: EndToEnd, ph: Phases, base_kib: int, peak_kib: in
     print(f"    where the peak is (phase child, RUSAGE_SELF): {ph.rss_after_run_kib / 1024:.0f} MiB by the end of "
           f"Platform.run, {ph.rss_after_read_kib / 1024:.0f} MiB after read_impressions, summarize and plot")
     return per_row, per_million
-
-
-def print_table(rows: list[tuple[str, str, str]]) -> None:
-    """A three-column plain-text table: metric, value, note."""
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    print(f"{'metric':<{w0}}  {'value':>{w1}}  note")
-    print(f"{'-' * w0}  {'-' * w1}  ----")
-    for metric, value, note in rows:
-        print(f"{metric:<{w0}}  {value:>{w1}}  {note}".rstrip())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -197,6 +197,12 @@ def log_files(root: str | Path, *, days: Sequence[int] | None = None,
     return files
 
 
+def partition_of(file: str | Path) -> tuple[int, str]:
+    """The (day, bucket) of a log or candidates file, from its directories (either layout)."""
+    file = Path(file)
+    return int(_day_key(file)), _bucket_of(file)
+
+
 def _day_key(file: Path) -> str:
     return file.parent.parent.name[len("day-"):]
 
