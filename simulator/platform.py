@@ -28,7 +28,6 @@ import numpy as np
 import simpy
 from scipy.special import expit
 
-from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
 from simulator.logs import LogWriter
 from simulator.plackett_luce import conditional_propensities, log_weights, marginal_propensities
@@ -96,6 +95,49 @@ def rank_page(scores: np.ndarray, k: int, temperature: float | None,
     top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
     return top, conditional_propensities(logits, top)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """The uniforms of one tick, drawn per batch from its bucket's streams, in serving order."""
+    behaviour: np.ndarray          # (B*k, BEHAVIOUR_DRAWS)
+    quit: np.ndarray               # (B, k)
+    show: np.ndarray               # (B, k)
+    respond: np.ndarray            # (B*k, RESPONSE_DRAWS)
+
+    @classmethod
+    def take(cls, ranked: Sequence[RankedPages]) -> _Draws:
+        behaviour, quit_, show, respond = [], [], [], []
+        for r in ranked:
+            n = r.pages.size
+            behaviour.append(r.bucket.behaviour_rng.random((n, BEHAVIOUR_DRAWS)))
+            quit_.append(r.bucket.behaviour_rng.random(r.pages.shape))
+            show.append(r.bucket.survey_rng.random(r.pages.shape))
+            respond.append(r.bucket.survey_rng.random((n, RESPONSE_DRAWS)))
+        return cls(np.concatenate(behaviour), np.concatenate(quit_), np.concatenate(show), np.concatenate(respond))
+
+
+@dataclass
+class _Tick:
+    """What :meth:`Platform.consume` works out for a tick's pages, step by step ((B, k) unless flat)."""
+    users: np.ndarray              # (B,)
+    pages: np.ndarray              # (B, k) item ids
+    uu: np.ndarray = None          # (B*k,) user of each slot
+    ii: np.ndarray = None          # (B*k,) item of each slot
+    cat2: np.ndarray = None        # level-2 category of each slot
+    j: np.ndarray = None           # (k,) positions
+    fatigue: np.ndarray = None
+    probs: object = None           # the world's probabilities (flat)
+    beh: object = None             # the realised behaviour (flat)
+    watch: np.ndarray = None
+    satisfied: np.ndarray = None
+    effective_view: np.ndarray = None
+    cum: np.ndarray = None         # cumulative watch time along the page
+    ended: np.ndarray = None       # (B,) the session ends on this page
+    served: np.ndarray = None      # the user reached the slot
+    shown: np.ndarray = None       # a questionnaire was shown
+    p_show: np.ndarray = None
+    resp: object = None            # the questionnaire responses (flat)
 
 
 class Platform:
@@ -405,80 +447,87 @@ class Platform:
         The random draws are taken per batch from its bucket's streams, in the order a batch-by-batch
         loop would take them, so the outcome does not depend on how batches are grouped here.
         """
-        world, cfg = self.world, self.config
-        users = np.concatenate([r.users for r in ranked])
-        pages = np.concatenate([r.pages for r in ranked])
-        b, k = pages.shape
-        u_behaviour, u_quit, u_show, u_respond = [], [], [], []
-        for r in ranked:
-            n = r.pages.size
-            u_behaviour.append(r.bucket.behaviour_rng.random((n, BEHAVIOUR_DRAWS)))
-            u_quit.append(r.bucket.behaviour_rng.random(r.pages.shape))
-            u_show.append(r.bucket.survey_rng.random(r.pages.shape))
-            u_respond.append(r.bucket.survey_rng.random((n, RESPONSE_DRAWS)))
-        uu, ii = np.repeat(users, k), pages.ravel()
-        cat2 = world.catalog.l2[pages]
+        tick = _Tick(users=np.concatenate([r.users for r in ranked]), pages=np.concatenate([r.pages for r in ranked]))
+        draws = _Draws.take(ranked)
+        self._watch(tick, draws)
+        self._quit(tick, draws)
+        self._questionnaires(tick, draws)
+        self._update_state(tick, now)
+        self._record(ranked, tick, now)
+
+    def _watch(self, t: _Tick, draws: _Draws) -> None:
+        """Category fatigue along the page, then the ground-truth probabilities and behaviour."""
+        world, decay_rate = self.world, self.config.users.fatigue_decay
+        b, k = t.pages.shape
+        t.uu, t.ii, t.cat2 = np.repeat(t.users, k), t.pages.ravel(), world.catalog.l2[t.pages]
         # fatigue: same-category items seen before, each decayed by users.fatigue_decay per later item
-        fatigue_decay = cfg.users.fatigue_decay
-        j, decay, carry = self._fatigue_kernel(k, fatigue_decay)
-        same = cat2[:, :, None] == cat2[:, None, :]                          # (B, k, k)
-        fatigue = self.fatigue[users[:, None], cat2] * carry + (same * decay).sum(axis=2)
-        probs = world.probabilities(uu, ii, self.active[uu], fatigue.ravel())
-        beh = world.behaviour_from_uniforms(ii, probs, np.concatenate(u_behaviour))
-        watch = beh.watch_time.reshape(b, k)
-        satisfied = beh.satisfied.reshape(b, k)
-        effective_view = beh.effective_view.reshape(b, k)
+        t.j, decay, carry = self._fatigue_kernel(k, decay_rate)
+        same = t.cat2[:, :, None] == t.cat2[:, None, :]                        # (B, k, k)
+        t.fatigue = self.fatigue[t.users[:, None], t.cat2] * carry + (same * decay).sum(axis=2)
+        t.probs = world.probabilities(t.uu, t.ii, self.active[t.uu], t.fatigue.ravel())
+        t.beh = world.behaviour_from_uniforms(t.ii, t.probs, draws.behaviour)
+        t.watch = t.beh.watch_time.reshape(b, k)                               # (B, k)
+        t.satisfied = t.beh.satisfied.reshape(b, k)
+        t.effective_view = t.beh.effective_view.reshape(b, k)
 
-        # quitting: dissatisfaction / fatigue hazard after each item, or the time budget runs out
-        bc = cfg.behaviour
-        p_quit = expit(bc.quit_bias + bc.quit_dissatisfied * ~satisfied + bc.quit_fatigue * fatigue)
-        cum = np.cumsum(watch, axis=1)
-        stop = (np.concatenate(u_quit) < p_quit) | \
-            (self.session_elapsed[users, None] + cum >= self.session_budget[users, None])
-        ended = stop.any(axis=1)
-        last = np.where(ended, stop.argmax(axis=1), k - 1)
-        served = j[None, :] <= last[:, None]                             # (B, k)
+    def _quit(self, t: _Tick, draws: _Draws) -> None:
+        """Quitting: a dissatisfaction / fatigue hazard after each item, or the time budget runs out."""
+        bc, k = self.config.behaviour, t.pages.shape[1]
+        p_quit = expit(bc.quit_bias + bc.quit_dissatisfied * ~t.satisfied + bc.quit_fatigue * t.fatigue)
+        t.cum = np.cumsum(t.watch, axis=1)
+        stop = (draws.quit < p_quit) | \
+            (self.session_elapsed[t.users, None] + t.cum >= self.session_budget[t.users, None])
+        t.ended = stop.any(axis=1)
+        last = np.where(t.ended, stop.argmax(axis=1), k - 1)
+        t.served = t.j[None, :] <= last[:, None]                              # (B, k)
 
-        # questionnaires
-        q = cfg.questionnaire
-        eligible = served & (self.shown_today[users] < q.per_user_daily_cap)[:, None]
+    def _questionnaires(self, t: _Tick, draws: _Draws) -> None:
+        """Which served items get a questionnaire (exposure) and who answers what (response)."""
+        q, (b, k) = self.config.questionnaire, t.pages.shape
+        eligible = t.served & (self.shown_today[t.users] < q.per_user_daily_cap)[:, None]
         if q.after_effective_view_only:
-            eligible &= effective_view
-        p_show = exposure_probability(q, uu, ii, self.features).reshape(b, k)
-        shown, p_show_rec = exposure_from_uniforms(p_show, eligible, np.concatenate(u_show),
-                                                  one_per_page=q.one_per_page)
-        pop = world.users
-        resp = respond_from_uniforms(
-            q, shown.ravel(), willingness=pop.willingness[uu], random_responder=pop.random_responder[uu],
-            satisfied=beh.satisfied, p_satisfied=probs.p_satisfied, issue_types=beh.issue_types,
-            engagement=self._engagement(beh, ii, users, j), u=np.concatenate(u_respond))
+            eligible &= t.effective_view
+        p_show = exposure_probability(q, t.uu, t.ii, self.features).reshape(b, k)
+        t.shown, t.p_show = exposure_from_uniforms(p_show, eligible, draws.show, one_per_page=q.one_per_page)
+        pop = self.world.users
+        t.resp = respond_from_uniforms(
+            q, t.shown.ravel(), willingness=pop.willingness[t.uu], random_responder=pop.random_responder[t.uu],
+            satisfied=t.beh.satisfied, p_satisfied=t.probs.p_satisfied, issue_types=t.beh.issue_types,
+            engagement=self._engagement(t.beh, t.ii, t.users, t.j), u=draws.respond)
 
-        # state updates
-        page_time = np.where(served, watch, 0.0).sum(axis=1)
+    def _update_state(self, t: _Tick, now: float) -> None:
+        """Session time and items, questionnaires today, fatigue, recent satisfaction, next request."""
+        users, served, (b, k) = t.users, t.served, t.pages.shape
+        decay_rate, bc = self.config.users.fatigue_decay, self.config.behaviour
+        page_time = np.where(served, t.watch, 0.0).sum(axis=1)
         self.session_elapsed[users] += page_time
         n_served = served.sum(axis=1)
         self.session_items[users] += n_served
-        self.shown_today[users] += shown.sum(axis=1)
+        self.shown_today[users] += t.shown.sum(axis=1)
         # carry fatigue past the served items: decay by the page length, add each item decayed
-        weight = np.where(served, fatigue_decay ** np.maximum(n_served[:, None] - 1 - j[None, :], 0), 0.0)
+        weight = np.where(served, decay_rate ** np.maximum(n_served[:, None] - 1 - t.j[None, :], 0), 0.0)
         counts = np.zeros((b, self.fatigue.shape[1]))
-        np.add.at(counts, (np.repeat(np.arange(b), k), cat2.ravel()), weight.ravel())
-        self.fatigue[users] = self.fatigue[users] * fatigue_decay ** n_served[:, None] + counts
-        page_sat = np.where(served, satisfied, False).sum(axis=1) / n_served
+        np.add.at(counts, (np.repeat(np.arange(b), k), t.cat2.ravel()), weight.ravel())
+        self.fatigue[users] = self.fatigue[users] * decay_rate ** n_served[:, None] + counts
+        page_sat = np.where(served, t.satisfied, False).sum(axis=1) / n_served
         self.recent_satisfaction[users] += bc.satisfaction_ema * (page_sat - self.recent_satisfaction[users])
-        self.next_due[users] = np.where(ended, np.inf, now + page_time + cfg.platform.page_gap_s)
-        self.in_session[users[ended]] = False
+        self.next_due[users] = np.where(t.ended, np.inf, now + page_time + self.config.platform.page_gap_s)
+        self.in_session[users[t.ended]] = False
 
-        # observable events -> feature store; everything -> logs
+    def _record(self, ranked: Sequence[RankedPages], t: _Tick, now: float) -> None:
+        """Observable events into the feature store; everything, oracle columns included, into the logs."""
+        b, k = t.pages.shape
+        beh, probs, resp = t.beh, t.probs, t.resp
         answer = resp.answer.reshape(b, k)
         self.features.record_pages(
-            users, pages, served=served, effective_view=effective_view, skip=beh.skip.reshape(b, k),
+            t.users, t.pages, served=t.served, effective_view=t.effective_view, skip=beh.skip.reshape(b, k),
             like=beh.like.reshape(b, k), survey_satisfied=np.isin(answer, SATISFIED_CODES),
             survey_dissatisfied=np.isin(answer, DISSATISFIED_CODES),
             survey_submitted=resp.submitted.reshape(b, k))
-        start = (cum - watch).ravel()
+        start = (t.cum - t.watch).ravel()
         request = self._next_request + np.arange(b)
         self._next_request += b
+        uu, ii = t.uu, t.ii
         # full (B*k) arrays; the writer drops the unserved rows once per day, in bulk
         columns = {
             "day": np.full(b * k, self.day, dtype=np.int16), "ts": now + start, "user_id": uu, "item_id": ii,
@@ -486,10 +535,10 @@ class Platform:
             "position": self._positions(k, b), "score": np.concatenate([r.scores for r in ranked]).ravel(),
             "propensity": np.concatenate([r.propensity for r in ranked]).ravel(),
             "propensity_marginal": np.concatenate([r.marginal for r in ranked]).ravel(),
-            "watch_time": beh.watch_time, "duration": world.catalog.duration[ii],
+            "watch_time": beh.watch_time, "duration": self.world.catalog.duration[ii],
             "effective_view": beh.effective_view, "skip": beh.skip, "like": beh.like, "share": beh.share,
             "comment": beh.comment, "follow": beh.follow, "dislike": beh.dislike, "report": beh.report,
-            "survey_shown": shown.ravel(), "survey_type": resp.survey_type,
+            "survey_shown": t.shown.ravel(), "survey_type": resp.survey_type,
             "survey_submitted": resp.submitted, "survey_answer": resp.answer, "survey_reasons": resp.reasons,
             "true_p_satisfied": probs.p_satisfied, "true_satisfied": beh.satisfied,
             "true_interest": probs.interest, "true_active_interest": probs.active_interest,
@@ -499,10 +548,10 @@ class Platform:
             "true_issue": beh.issue, "true_p_like": beh.p_like, "true_p_share": beh.p_share,
             "true_p_comment": beh.p_comment, "true_p_follow": beh.p_follow,
             "true_p_dislike": beh.p_dislike, "true_p_report": beh.p_report,
-            "true_p_show": p_show_rec.ravel(), "true_p_submit": resp.p_submit,
+            "true_p_show": t.p_show.ravel(), "true_p_submit": resp.p_submit,
         }
-        m = served.ravel()
-        if cfg.platform.log_candidates:
+        m = t.served.ravel()
+        if self.config.platform.log_candidates:
             self._log_candidates(ranked, request, now)
         if len(ranked) == 1:
             self.log.append(ranked[0].bucket.index, ranked[0].bucket.policy.name, m, columns)
