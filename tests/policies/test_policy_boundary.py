@@ -73,7 +73,7 @@ def test_unknown_policy_and_bad_parameters():
     assert {"most_popular", "production", "random", "sasrec", "sasrec_n"} <= set(available_policies())
     with pytest.raises(UnknownPolicyError, match=re.escape(f"unknown policy 'sasrec2'; registered: {registered}")):
         make_policy("sasrec2")
-    with pytest.raises(ValueError, match="bad parameters for policy 'production'"):
+    with pytest.raises(ValueError, match=r"^production: warmth is not a parameter; production takes: .*temperature"):
         make_policy("production", warmth=3)
 
 
