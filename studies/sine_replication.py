@@ -33,7 +33,7 @@ def _k_rows(config: R.ReplicationConfig) -> list[tuple[int, str]]:
     out = {}
     for p in config.offline:
         if p.policy == "sine" and (p.name == "sine" or re.fullmatch(r"sine_k\d+", p.name)):
-            out.setdefault(int(p.params.get("n_interests", SINE().n_interests)), p.name)
+            out.setdefault(int(SINE(**p.params).interests.n_interests), p.name)
     return sorted(out.items())
 
 

@@ -1,4 +1,4 @@
-"""SINE (policies/sine.py): K = 1 is SASRec, dCor, fusion and attention weights, causality, the
+"""SINE (policies/sine/): K = 1 is SASRec, dCor, fusion and attention weights, causality, the
 training pairs, bad inputs, check_policy, and (slow) learning against SASRec / SASRec-N."""
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ from policies import make_policy
 from policies.checks import CHECKS, check_policy
 from policies.data import n_items_of, page_order, positive_keys, user_sequences
 from policies.encoders import EncoderConfig, SequenceEncoder
-from policies.sine import (SINE, VARIANTS, Paged, SINEConfig, SINEModel, bpr, distance_correlation, holdout_tail,
-                           mixed_windows, prototype_dcor, tokens_of)
+from policies.params import ParameterError
+from policies.sine import (SINE, VARIANTS, EncoderParams, InterestParams, LossParams, Paged, SINEConfig, SINEModel,
+                           TrainParams, bpr, distance_correlation, holdout_tail, mixed_windows, prototype_dcor,
+                           tokens_of)
 from policies.train import build_module
 from simulator.schema import LogData, RankBatch
 from tests_support import tiny
 
-FAST = dict(max_epochs=2, d_model=16, n_layers=1, max_len=20, eval_negatives=20)
+FAST = dict(encoder=dict(d_model=16, n_layers=1, max_len=20), train=dict(max_epochs=2, eval_negatives=20))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,7 +62,8 @@ def _tensors(examples):
 
 def test_k1_without_extra_losses_is_sasrecs_bpr_loss(tiny_world):
     train = tiny_world.train
-    policy = make_policy("sine", n_interests=1, lambda1=1.0, lambda2=0.0, lambda3=0.0, **FAST)
+    policy = make_policy("sine", interests=dict(n_interests=1), loss=dict(lambda1=1.0, lambda2=0.0, lambda3=0.0),
+                         **FAST)
     policy.fit(train, rng=np.random.default_rng(0))
     model = policy.model_.eval()
     n_items = n_items_of(train)
@@ -361,7 +364,7 @@ def test_l2_is_zero_not_nan_without_skips(tiny_world):
     n_items = n_items_of(train)
     exclude = positive_keys(mixed.seqs, n_items)
     clicks_only = mixed_windows(mixed.positives(), 20, n_items, exclude)
-    policy = SINE(lambda1=0.0, lambda2=1.0, lambda3=0.0, **FAST)
+    policy = SINE(loss=dict(lambda1=0.0, lambda2=1.0, lambda3=0.0), **FAST)
     model = _model(n_items=n_items, T=20)
     model.train()
     b = _tensors(policy._examples(clicks_only, n_items, exclude, np.random.default_rng(0)))
@@ -383,26 +386,51 @@ def test_l2_is_zero_not_nan_without_skips(tiny_world):
 
 def test_variants_name_the_papers_rows():
     assert {"SINE", "w/o AF", "w/o NF"} <= set(VARIANTS)
-    assert [VARIANTS[f"K={k}"]["n_interests"] for k in range(1, 11)] == list(range(1, 11))
+    assert [VARIANTS[f"K={k}"]["interests"]["n_interests"] for k in range(1, 11)] == list(range(1, 11))
     for params in VARIANTS.values():
-        make_policy("sine", **params)._check_params()
+        make_policy("sine", **params)                                      # checked when built
     assert make_policy("sine", **VARIANTS["w/o NF"]).history_kind == "clicks"
 
 
+BAD_PARAMETERS = [
+    (dict(interests=dict(n_interests=0)), "interests.n_interests=0 must be an integer >= 1"),
+    (dict(interests=dict(beta=1.0)), r"interests.beta=1.0 must be in \(0, 1\)"),
+    (dict(loss=dict(lambda2=-0.1)), "loss.lambda2=-0.1 must be >= 0"),
+    (dict(loss=dict(lambda1=0.0, lambda2=0.0)), "loss.lambda1=0.0 and lambda2=0.0 must not both be 0"),
+    (dict(negative_feedback=False), "loss.lambda2=0.4 must be 0 with negative_feedback=False"),
+    (dict(train=dict(metric="auc")), "train.metric='auc' must be one of 'gauc', 'ndcg@10', 'hr@10'"),
+    (dict(temperature=0.0), "temperature=0.0 must be > 0"),
+    (dict(encoder=dict(d_model=10, n_heads=4)), "encoder.d_model=10 must be divisible by n_heads=4"),
+]
+
+
 @pytest.mark.parametrize("params, message", [
-    (dict(n_interests=0), "n_interests=0 must be >= 1"),
-    (dict(beta=1.0), r"beta=1.0 must be in \(0, 1\)"),
-    (dict(lambda2=-0.1), "lambda2=-0.1 must be >= 0"),
-    (dict(lambda1=0.0, lambda2=0.0), "lambda1=0.0 and lambda2=0.0 must not both be 0"),
-    (dict(negative_feedback=False), "lambda2=0.4 must be 0 with negative_feedback=False"),
-    (dict(metric="auc"), "metric='auc' must be one of gauc, ndcg@10, hr@10"),
-    (dict(temperature=0.0), "temperature=0.0 must be > 0 or None"),
-    (dict(d_model=10, n_heads=4), "d_model=10 must be divisible by n_heads=4"),
-    (dict(item_features=("leaf", "colour")), "the item table has no column.s. 'colour'"),
+    *BAD_PARAMETERS,
+    (dict(encoder=dict(item_features=("leaf", "colour"))), "the item table has no column.s. 'colour'"),
 ])
 def test_sine_bad_parameters(params, message, tiny_world):
     with pytest.raises(ValueError, match=message):
         make_policy("sine", **params).fit(tiny_world.train, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("params, message", [
+    *BAD_PARAMETERS,
+    (dict(train=dict(lr=-1.0)), r"^sine: train\.lr=-1\.0 must be > 0$"),
+    (dict(train=dict(window_stride=0)), r"^sine: train\.window_stride=0 must be an integer >= 1$"),
+    (dict(encoder=dict(dropout=1.0)), r"^sine: encoder\.dropout=1\.0 must be in \[0, 1\)$"),
+    (dict(update_epochs=-1), r"^sine: update_epochs=-1 must be an integer >= 0$"),
+    (dict(train=dict(lrr=1.0)), r"^sine: train\.lrr is not a parameter; train takes: batch_size, lr, "),
+    (dict(d_model=16), r"^sine: d_model is not a parameter; sine takes: .*encoder"),
+])
+def test_sine_bad_parameters_fail_when_the_policy_is_built(params, message):
+    with pytest.raises(ParameterError, match=message):
+        make_policy("sine", **params)
+
+
+def test_parameter_groups_come_from_tables_or_instances():
+    policy = make_policy("sine", encoder={"d_model": 16, "item_features": ["leaf"]}, train=TrainParams(lr=0.01))
+    assert policy.encoder == EncoderParams(d_model=16, item_features=("leaf",))
+    assert policy.train.lr == 0.01 and policy.interests == InterestParams() and policy.loss == LossParams()
 
 
 def test_sine_rejects_oracle_columns_and_foreign_items(tiny_world):
@@ -432,6 +460,7 @@ LEARN_WORLD = dict(n_users=1000, n_items=1000, days=3, seed=0,
                    behaviour=dict(engage_interest=5.0, engage_attractiveness=0.3),
                    users=dict(interest_switch_prob=0.1))
 SMALL = dict(d_model=32, n_layers=1, max_epochs=10)     # the same size for all three
+SMALL_SINE = dict(encoder=dict(d_model=32, n_layers=1), train=dict(max_epochs=10))
 
 
 @pytest.mark.slow
@@ -442,7 +471,8 @@ def test_sine_beats_sasrec_and_sasrec_n_on_clicks_vs_skips():
     assert imp["skip"].mean() > 0.3 and imp["effective_view"].mean() > 0.4          # informative skips
     res = {}
     for name, params in (("sasrec", {}), ("sasrec_n", {}), ("sine", {}), ("w/o NF", VARIANTS["w/o NF"])):
-        policy = make_policy("sine" if name == "w/o NF" else name, **SMALL, **params)
+        policy = make_policy("sine" if name == "w/o NF" else name, **(SMALL if name.startswith("sasrec") else
+                                                                        SMALL_SINE), **params)
         res[name] = evaluate(policy.fit(task.train, rng=np.random.default_rng(0)), task)
     sine = res["sine"]
     assert sine["auc"].n > 800
