@@ -96,105 +96,135 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
         config = config.as_aa()
     policies = {b.name: make_policy(b.policy, **b.params) for b in config.buckets}   # fail before writing
     out = prepare_run_dir(Path(out), overwrite=overwrite)
-    started = time.perf_counter()
-    timings: dict[str, float] = {"simulate": 0.0, "train": 0.0, "update": 0.0}
-    write_status(out, "running", days_done=0, kind="aa" if aa else "ab")
+    run = _Run(config, out, policies, aa=aa)
+    write_status(out, "running", days_done=0, kind=run.kind)
     dump_toml(config, out / "config.toml")
     torch.set_num_threads(config.torch_threads)
-
-    world_cfg = config.world
-    streams = seed_streams(world_cfg.seed)
-    world = World.generate(world_cfg, np.random.default_rng(streams["world"]))
-    items, users = world.catalog.table(), world.users.table()
-    write_frame(items, out / "items.parquet", ITEM_COLUMNS)
-    write_frame(users, out / "users.parquet", USER_COLUMNS)
-    obs_items, obs_users = LogData(pd.DataFrame(), items, users).observable().items, \
-        LogData(pd.DataFrame(), items, users).observable().users
-    names = [b.name for b in config.buckets]
-    b_policy = {b.name: b.policy for b in config.buckets}
-    assignment = assign_buckets(world.users.n_users, [b.share for b in config.buckets], config.salt)
-    bucket_seeds = streams["buckets"].spawn(len(names) + 1)
-    policy_rngs = [np.random.default_rng(s) for s in policy_streams(streams, world_cfg.seed, config.policy_seed,
-                                                                    len(names))]
+    run.build()
+    run.simulate(progress)
+    return run.finish(report)
 
 
-    writer = LogWriter(out / "logs", ["pre"],
-                       candidates_root=out / "candidates" if world_cfg.platform.log_candidates else None)
-    production = make_policy("production", temperature=world_cfg.platform.temperature)
-    production.fit(_observable(pd.DataFrame(), items, users), rng=np.random.default_rng(0))
-    pre = Bucket.from_seed("pre", production, 0, bucket_seeds[0])
-    buckets = [Bucket.from_seed(n, policies[n], i, bucket_seeds[i + 1]) for i, n in enumerate(names)]
-    last_day = config.pre_days + config.days - 1
-    clock = {"t": time.perf_counter()}
+class _Run:
+    """One A/B run, step by step: :meth:`build` the world, buckets and platform, :meth:`simulate`
+    the days (the pre-period's end fits the policies and switches to the buckets), :meth:`finish`
+    with the analysis and the report."""
 
-    def own_logs(bucket: str, upto: int) -> LogData:
-        pre_logs = read_impressions(out / "logs", days=range(config.pre_days))
-        mine = read_impressions(out / "logs", days=range(config.pre_days, upto + 1), buckets=[bucket])
-        return _observable(pd.concat([pre_logs, mine], ignore_index=True), items, users)
+    def __init__(self, config: ExperimentConfig, out: Path, policies: dict, *, aa: bool):
+        self.config, self.out, self.policies, self.aa = config, out, policies, aa
+        self.kind = "aa" if aa else "ab"
+        self.started = time.perf_counter()
+        self.timings: dict[str, float] = {"simulate": 0.0, "train": 0.0, "update": 0.0}
+        self.names = [b.name for b in config.buckets]
+        self.last_day = config.pre_days + config.days - 1
 
-    def fit_all(day: int) -> None:
-        t0 = time.perf_counter()
-        train = _observable(read_impressions(out / "logs", days=range(config.pre_days)), items, users)
-        for i, name in enumerate(names):
-            policy = policies[name]
+    def build(self) -> None:
+        from policies import make_policy
+        config, out, world_cfg = self.config, self.out, self.config.world
+        streams = seed_streams(world_cfg.seed)
+        self.world = World.generate(world_cfg, np.random.default_rng(streams["world"]))
+        self.items, self.users = self.world.catalog.table(), self.world.users.table()
+        write_frame(self.items, out / "items.parquet", ITEM_COLUMNS)
+        write_frame(self.users, out / "users.parquet", USER_COLUMNS)
+        observable = LogData(pd.DataFrame(), self.items, self.users).observable()
+        self.obs_items, self.obs_users = observable.items, observable.users
+        self.assignment = assign_buckets(self.world.users.n_users, [b.share for b in config.buckets], config.salt)
+        bucket_seeds = streams["buckets"].spawn(len(self.names) + 1)
+        self.policy_rngs = [np.random.default_rng(s) for s in
+                            policy_streams(streams, world_cfg.seed, config.policy_seed, len(self.names))]
+        self.writer = LogWriter(out / "logs", ["pre"],
+                                candidates_root=out / "candidates" if world_cfg.platform.log_candidates else None)
+        production = make_policy("production", temperature=world_cfg.platform.temperature)
+        production.fit(_observable(pd.DataFrame(), self.items, self.users), rng=np.random.default_rng(0))
+        pre = Bucket.from_seed("pre", production, 0, bucket_seeds[0])
+        self.buckets = [Bucket.from_seed(n, self.policies[n], i, bucket_seeds[i + 1]) for i, n in enumerate(self.names)]
+        self.platform = Platform(self.world, [pre], np.zeros(self.world.users.n_users, dtype=np.int64), self.writer,
+                                 streams["arrivals"], on_day_end=self.on_day_end)
+
+    def simulate(self, progress: bool) -> None:
+        self.day_started = time.perf_counter()
+        with tqdm(total=self.last_day + 1, desc="A/A test" if self.aa else "A/B test", unit="day",
+                  disable=not progress) as self.bar:
+            try:
+                self.platform.run(self.last_day + 1)
+            except BaseException as err:
+                write_status(self.out, "incomplete", reason=f"{type(err).__name__}: {err}",
+                             note="this run directory is partial; rerun with --overwrite")
+                raise
+
+    def on_day_end(self, day: int) -> None:
+        """The platform's day end: at the pre-period's end fit every policy and switch to the buckets;
+        with ``learning = refit`` refit daily."""
+        config = self.config
+        self.timings["simulate"] += time.perf_counter() - self.day_started
+        if day == config.pre_days - 1:
+            self.fit_all(day)
+            self.start_buckets()
+        elif config.learning == "refit" and config.pre_days <= day < self.last_day:
+            self.fit_all(day)
+        write_status(self.out, "running", days_done=day + 1, days_total=self.last_day + 1, kind=self.kind)
+        self.bar.update(1)
+        self.day_started = time.perf_counter()
+
+    def start_buckets(self) -> None:
+        """Serve each user from its bucket from now on; shadow scoring and online updates as configured."""
+        config, platform = self.config, self.platform
+        self.writer.bucket_names = self.names
+        platform.set_buckets(self.buckets, self.assignment)
+        if config.shadow:
+            platform.set_shadow(config.control, {name: self.policies[name] for name in config.shadow})
+        if config.learning == "update":
+            for b in self.buckets:
+                if callable(getattr(b.policy, "update", None)):
+                    platform.add_process(lambda env, b=b: self.online_updates(env, b))
+
+    def fit_all(self, day: int) -> None:
+        """Fit every bucket's policy: on the pre-period's logs, or (refit) on them plus its own bucket's."""
+        t0, config = time.perf_counter(), self.config
+        train = _observable(read_impressions(self.out / "logs", days=range(config.pre_days)), self.items, self.users)
+        for i, b in enumerate(config.buckets):
+            policy = self.policies[b.name]
             if getattr(policy, "requires_world", False):
-                policy.attach(world, PlatformState(platform))
-            data = train if day < config.pre_days else own_logs(name, day)
-            bar.set_postfix_str(f"fitting {name} ({b_policy[name]}) on {len(data):,} impressions")
-            policy.fit(data, rng=policy_rngs[i])
-        bar.set_postfix_str("")
-        timings["train"] += time.perf_counter() - t0
+                policy.attach(self.world, PlatformState(self.platform))
+            data = train if day < config.pre_days else self.own_logs(b.name, day)
+            self.bar.set_postfix_str(f"fitting {b.name} ({b.policy}) on {len(data):,} impressions")
+            policy.fit(data, rng=self.policy_rngs[i])
+        self.bar.set_postfix_str("")
+        self.timings["train"] += time.perf_counter() - t0
 
-    def online_updates(env, bucket: Bucket):
+    def own_logs(self, bucket: str, upto: int) -> LogData:
+        """The pre-period's logs and the bucket's own experiment-day logs up to day ``upto``."""
+        logs, pre_days = self.out / "logs", self.config.pre_days
+        pre_logs = read_impressions(logs, days=range(pre_days))
+        mine = read_impressions(logs, days=range(pre_days, upto + 1), buckets=[bucket])
+        return _observable(pd.concat([pre_logs, mine], ignore_index=True), self.items, self.users)
+
+    def online_updates(self, env, bucket: Bucket):
+        """A SimPy process: every ``update_interval_s`` the bucket's policy learns from its new logs."""
         while True:
-            yield env.timeout(config.update_interval_s)
-            table = writer.take_new(bucket.index)
+            yield env.timeout(self.config.update_interval_s)
+            table = self.writer.take_new(bucket.index)
             if table is not None and table.num_rows:
                 t0 = time.perf_counter()
-                bucket.policy.update(_observable(table.to_pandas(), obs_items, obs_users), epochs=config.update_epochs)
-                timings["update"] += time.perf_counter() - t0
+                bucket.policy.update(_observable(table.to_pandas(), self.obs_items, self.obs_users),
+                                     epochs=self.config.update_epochs)
+                self.timings["update"] += time.perf_counter() - t0
 
-    def on_day_end(day: int) -> None:
-        timings["simulate"] += time.perf_counter() - clock["t"]
-        if day == config.pre_days - 1:
-            fit_all(day)
-            writer.bucket_names = names
-            platform.set_buckets(buckets, assignment)
-            if config.shadow:
-                platform.set_shadow(config.control, {name: policies[name] for name in config.shadow})
-            if config.learning == "update":
-                for b in buckets:
-                    if callable(getattr(b.policy, "update", None)):
-                        platform.add_process(lambda env, b=b: online_updates(env, b))
-        elif config.learning == "refit" and config.pre_days <= day < last_day:
-            fit_all(day)
-        write_status(out, "running", days_done=day + 1, days_total=last_day + 1, kind="aa" if aa else "ab")
-        bar.update(1)
-        clock["t"] = time.perf_counter()
-
-    platform = Platform(world, [pre], np.zeros(world.users.n_users, dtype=np.int64), writer,
-                        streams["arrivals"], on_day_end=on_day_end)
-    with tqdm(total=last_day + 1, desc="A/A test" if aa else "A/B test", unit="day", disable=not progress) as bar:
-        try:
-            platform.run(last_day + 1)
-        except BaseException as err:
-            write_status(out, "incomplete", reason=f"{type(err).__name__}: {err}",
-                         note="this run directory is partial; rerun with --overwrite")
-            raise
-
-    t0 = time.perf_counter()
-    result = analyse(out, config, names, assignment, users, timings)
-    timings["analyse"] = time.perf_counter() - t0
-    if report:
-        from experiments.report import write_report
+    def finish(self, report: bool) -> ExperimentResult:
+        """The lift analysis, the report, the timings and the status."""
+        out, timings = self.out, self.timings
         t0 = time.perf_counter()
-        write_report(out, config, result, aa=aa)
-        timings["report"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - started
-    atomic_write_text(out / "timings.json", json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2))
-    write_status(out, "complete", days_done=last_day + 1, kind="aa" if aa else "ab",
-                 seconds=round(timings["total"], 1))
-    return result
+        result = analyse(out, self.config, self.names, self.assignment, self.users, timings)
+        timings["analyse"] = time.perf_counter() - t0
+        if report:
+            from experiments.report import write_report
+            t0 = time.perf_counter()
+            write_report(out, self.config, result, aa=self.aa)
+            timings["report"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - self.started
+        atomic_write_text(out / "timings.json", json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2))
+        write_status(out, "complete", days_done=self.last_day + 1, kind=self.kind, seconds=round(timings["total"], 1))
+        return result
 
 
 def analyse(out: Path, config: ExperimentConfig, names: list[str], assignment: np.ndarray,
