@@ -29,10 +29,10 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted(POLICY_DIR.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(POLICY_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(POLICY_DIR)))
 def test_policies_import_only_the_schema_from_the_simulator(path):
     bad = {m for m in _imports(path) if m.startswith("simulator") and m != "simulator.schema"}
-    assert not bad, f"{path.name} imports {bad}"
+    assert not bad, f"{path.relative_to(POLICY_DIR)} imports {bad}"
 
 
 def test_feature_store_holds_no_oracle_value():
