@@ -18,8 +18,8 @@ FAST_PARAMS = {"sasrec": FAST, "sasrec_n": FAST,
                "sine": dict(encoder=dict(d_model=16, n_layers=1, max_len=20),
                             train=dict(max_epochs=2, eval_negatives=20)),
                "saqrec": dict(FAST, pretrain_epochs=1, aux_epochs=2, n_levels=3),
-               "usm": dict(max_epochs=3, engagement_per_epoch=2000, pseudo_per_epoch=2000, hidden=(32, 16, 8),
-                           head_hidden=(8,), d_emb=8),
+               "usm": dict(network=dict(hidden=(32, 16, 8), head_hidden=(8,), d_emb=8),
+                           train=dict(max_epochs=3, engagement_per_epoch=2000), distill=dict(pseudo_per_epoch=2000)),
                "easq": dict(d_model=16, max_len=20, max_epochs=2, sat_epochs=3, align_epochs=2)}
 
 

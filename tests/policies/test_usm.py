@@ -1,4 +1,4 @@
-"""USM (policies/usm.py): module invariants with exact closed forms, train/serve feature parity,
+"""USM (policies/usm/): module invariants with exact closed forms, train/serve feature parity,
 the conformance battery, and two seeded learning tests on a small world built to expose the
 effects they test (strong missing-not-at-random response, posterior behaviour that reveals
 satisfaction and issues).
@@ -21,6 +21,7 @@ import policies.usm as usm
 from estimators import auc, uauc
 from policies.base import NotFittedError, make_policy
 from policies.checks import check_policy
+from policies.params import ParameterError
 from policies.usm import (LHUC, SURVEY_HEADS, VARIANTS, NetConfig, SqueezeExcite, SurveyNet, calibration,
                           ipw_weights, labelled_metrics, pseudo_label_mask, weighted_auc)
 from simulator.schema import LogData, RankBatch
@@ -28,8 +29,8 @@ from studies.usm_replication import oracle_dislike_expectation, usm_report
 
 torch.set_num_threads(1)
 
-FAST = dict(max_epochs=3, engagement_per_epoch=2000, pseudo_per_epoch=2000, hidden=(32, 16, 8),
-            head_hidden=(8,), d_emb=8)
+FAST = dict(network=dict(hidden=(32, 16, 8), head_hidden=(8,), d_emb=8),
+            train=dict(max_epochs=3, engagement_per_epoch=2000), distill=dict(pseudo_per_epoch=2000))
 """Small models, so that check_policy's four fits take a few seconds."""
 NO_ENGAGEMENT = {h: 0.0 for h in usm.ENGAGEMENT_HEADS}
 """Eq. 3 weights that leave the engagement model out (the learning tests look at survey heads)."""
@@ -103,8 +104,8 @@ def test_pseudo_label_filter_keeps_exactly_the_samples_outside_the_band():
     with pytest.raises(ValueError, match="0 <= tau_n <= tau_p <= 1"):
         pseudo_label_mask(soft, 0.7, 0.6)
     # the default band is (b / tau_band, b * tau_band) around each head's base rate b
-    policy = usm.USM(tau_band=2.0, tau_p={"spam": 0.9})
-    lo, hi = policy._thresholds(np.array([0.3, 0.1, 0.04, 0.02, 0.6]))
+    policy = usm.USM(distill={"tau_band": 2.0, "tau_p": {"spam": 0.9}})
+    lo, hi = policy.distill.thresholds(np.array([0.3, 0.1, 0.04, 0.02, 0.6]))
     assert np.allclose(lo, [0.15, 0.05, 0.02, 0.01, 0.3]) and np.allclose(hi, [0.6, 0.2, 0.08, 0.04, 0.9])
 
 
@@ -233,7 +234,7 @@ def test_unestimable_heads_are_named_in_a_warning(tiny_world):
 
 
 def test_logit_combination(tiny_world):
-    fit = dict(FAST, max_epochs=1)
+    fit = dict(FAST, train=dict(FAST["train"], max_epochs=1))
     prob = make_policy("usm", **fit).fit(tiny_world.train, rng=np.random.default_rng(0))
     logit = make_policy("usm", combine="logit", **fit).fit(tiny_world.train, rng=np.random.default_rng(0))
     batch = tiny_world.batch(n_requests=4, n_candidates=20)
@@ -244,19 +245,42 @@ def test_logit_combination(tiny_world):
                        heads["dislike"])                        # the same fit; only the combination differs
 
 
-@pytest.mark.parametrize("params, match", [
-    (dict(combine="sum"), "combine='sum' must be 'probability' or 'logit'"),
+BAD_PARAMETERS = [
+    (dict(combine="sum"), "combine='sum' must be one of 'probability', 'logit'"),
     (dict(min_head_labels=0), "min_head_labels=0 must be an integer >= 1"),
     (dict(weights={"clicks": 1.0}), "weights has unknown head"),
-    (dict(tau_n=0.5, tau_p=0.4), "0 <= tau_n <= tau_p <= 1"),
-    (dict(tau_band=0.5), "tau_band=0.5 must be >= 1"),
-    (dict(min_propensity=0.0), "min_propensity=0.0 must be in"),
-    (dict(pseudo_support="skips"), "pseudo_support='skips' must be"),
+    (dict(distill=dict(tau_n=0.5, tau_p=0.4)), "0 <= tau_n <= tau_p <= 1"),
+    (dict(distill=dict(tau_band=0.5)), "tau_band=0.5 must be >= 1"),
+    (dict(submit=dict(min_propensity=0.0)), "min_propensity=0.0 must be in"),
+    (dict(distill=dict(pseudo_support="skips")), "pseudo_support='skips' must be"),
     (dict(temperature=0.0), "temperature=0.0 must be > 0"),
-])
+]
+
+
+@pytest.mark.parametrize("params, match", BAD_PARAMETERS)
 def test_bad_parameters(params, match, tiny_world):
     with pytest.raises(ValueError, match=match):
         make_policy("usm", **params).fit(tiny_world.train, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("params, match", BAD_PARAMETERS + [
+    (dict(train=dict(lr=-1.0)), r"^usm: train\.lr=-1\.0 must be > 0$"),
+    (dict(network=dict(hidden=[32, 16, 12])),
+     r"^usm: network\.hidden\[-1\]=12 must be divisible by network\.se_groups=8"),
+    (dict(distill=dict(tau_p={"spamm": 0.3})), r"^usm: distill\.tau_p has unknown head\(s\) 'spamm'"),
+    (dict(submit=dict(posterior=1)), r"^usm: submit\.posterior=1 must be true or false$"),
+    (dict(train=dict(max_epoch=2)), r"^usm: train\.max_epoch is not a parameter; train takes: batch_size, "),
+    (dict(max_epochs=2), r"^usm: max_epochs is not a parameter; usm takes: .*, train, "),
+])
+def test_bad_parameters_stop_the_construction_and_name_their_path(params, match):
+    with pytest.raises(ParameterError, match=match):
+        make_policy("usm", **params)
+
+
+def test_parameter_groups_come_from_tables():
+    policy = make_policy("usm", network={"hidden": [32, 16, 8]}, train={"max_epochs": 2})
+    assert policy.network == usm.NetworkParams(hidden=(32, 16, 8)) and policy.train.max_epochs == 2
+    assert policy.train.lr == usm.TrainParams().lr and policy.distill == usm.DistillParams()
 
 
 def test_variants_name_the_paper_rows():
@@ -280,7 +304,7 @@ answering are e^-2 of a satisfied one's); a like almost always means satisfied (
 behaviour that the submit model and the teacher read carries the missing-not-at-random signal);
 a perceived issue makes a dislike likely (so the teacher can spot issues on unsurveyed views and
 dislikes are the Nfb truth); more items with issues."""
-LEARN = dict(weights=NO_ENGAGEMENT, pseudo_per_epoch=20_000)
+LEARN = dict(weights=NO_ENGAGEMENT, distill=dict(pseudo_per_epoch=20_000))
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +340,7 @@ def test_learning_world_exposes_missing_not_at_random_responses(learning):
     assert np.array_equal(a, b, equal_nan=True)
     # the training weights are 1 / clipped propensity, normalised to mean 1
     labelled = task.train.impressions["survey_submitted"].to_numpy()
-    w = ipw_weights(a[labelled], fits["response debias"].min_propensity)
+    w = ipw_weights(a[labelled], fits["response debias"].submit.min_propensity)
     assert fits["response debias"].stats_["ipw_max"] == round(float(w.max() / w.mean()), 3)
 
 
@@ -354,7 +378,7 @@ def test_distillation_improves_negative_feedback_uauc(learning):
     student = fits["distillation"]
     imp = task.train.impressions
     unsurveyed = np.flatnonzero(~imp["survey_shown"].to_numpy() & imp["effective_view"].to_numpy())
-    x = usm.logged_inputs(imp, student.catalogue_, student.history_length).take(unsurveyed)
+    x = usm.logged_inputs(imp, student.catalogue_, student.network.history_length).take(unsurveyed)
     soft = usm.predict(student.teacher_, x.with_dense(usm.posterior_features(imp.iloc[unsurveyed])))  # (u, H)
     disliked = imp["dislike"].to_numpy()[unsurveyed]
     assert disliked.sum() > 100

@@ -34,8 +34,9 @@ PAPER_BUCKETS = (
     BucketConfig("saqrec", "saqrec", 0.2, dict(SMALL, max_epochs=1, pretrain_epochs=1, aux_epochs=1, n_levels=3,
                                                   n_layers=1)),
     BucketConfig("sine", "sine", 0.2, dict(encoder=dict(SMALL, n_layers=1), train=dict(max_epochs=1))),
-    BucketConfig("usm", "usm", 0.2, dict(max_epochs=2, engagement_per_epoch=2000, pseudo_per_epoch=2000,
-                                         hidden=(32, 16, 8), distillation=True, response_debias=True)),
+    BucketConfig("usm", "usm", 0.2, dict(network=dict(hidden=(32, 16, 8)),
+                                         train=dict(max_epochs=2, engagement_per_epoch=2000),
+                                         distill=dict(pseudo_per_epoch=2000), distillation=True, response_debias=True)),
     BucketConfig("easq", "easq", 0.2, dict(SMALL, max_epochs=1, sat_epochs=1, align_epochs=1)),
 )
 
