@@ -36,7 +36,8 @@ PAPER_BUCKETS = (
     BucketConfig("sine", "sine", 0.2, dict(SMALL, max_epochs=1, n_layers=1)),
     BucketConfig("usm", "usm", 0.2, dict(max_epochs=2, engagement_per_epoch=2000, pseudo_per_epoch=2000,
                                          hidden=(32, 16, 8), distillation=True, response_debias=True)),
-    BucketConfig("easq", "easq", 0.2, dict(SMALL, max_epochs=1, sat_epochs=1, align_epochs=1)),
+    BucketConfig("easq", "easq", 0.2, dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=1),
+                                         satisfaction=dict(epochs=1), align=dict(epochs=1))),
 )
 
 
