@@ -124,16 +124,17 @@ class EASQNet(nn.Module):
         K = len(DENSE_TASKS)
         # backbone, Eq. (1)
         self.encoder = SequenceEncoder(config.encoder, item_side)
-        self.dense_proj = nn.Linear(d, K * d)                              # the K task towers P_k
-        self.dense_bias = nn.Embedding(n + 1, K, padding_idx=0)
+        self.dense_proj = nn.Linear(d, K * d)                              # the K task towers P_k: d -> (K, d)
+        self.dense_bias = nn.Embedding(n + 1, K, padding_idx=0)            # b_k[i]: (n + 1, K)
         nn.init.zeros_(self.dense_bias.weight)
         # satisfaction tower, Eq. (2): the LoRA path wraps its input layer
-        self.sat_in = LoRALinear(3 * d + K, config.sat_hidden, rank=config.lora_rank, alpha=config.lora_alpha)
-        self.sat_out = nn.Linear(config.sat_hidden, 1)
-        self.sat_bias = nn.Embedding(n + 1, 1, padding_idx=0)
+        self.sat_in = LoRALinear(3 * d + K, config.sat_hidden, rank=config.lora_rank,
+                                 alpha=config.lora_alpha)                  # W_in (+ B A): 3d + K -> h
+        self.sat_out = nn.Linear(config.sat_hidden, 1)                     # w_out: h -> 1
+        self.sat_bias = nn.Embedding(n + 1, 1, padding_idx=0)              # b_sat[i]: (n + 1, 1)
         nn.init.zeros_(self.sat_bias.weight)
         # ... and the satisfaction tower's view of the item embedding
-        self.item_lora = LoRAEmbedding(n + 1, d, rank=config.lora_rank, alpha=config.lora_alpha)
+        self.item_lora = LoRAEmbedding(n + 1, d, rank=config.lora_rank, alpha=config.lora_alpha)   # Delta e_i: (d,)
         self.register_buffer("fusion", torch.tensor(config.fusion, dtype=torch.float32))   # (K + 1,)
 
     # parameter groups

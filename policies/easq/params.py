@@ -18,9 +18,10 @@ from simulator.schema import SATISFIED_ANSWERS, SURVEY_ANSWERS
 
 def weights(name: str, value: Any, n: int) -> tuple[float, ...]:
     """``value`` as ``n`` finite weights (a TOML list or a tuple)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != n or \
-            any(isinstance(w, bool) or not isinstance(w, Real) or not math.isfinite(w) for w in value):
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != n:
         raise ParameterError(f"{name}={tuple(value) if isinstance(value, list) else value!r} must have {n} weights")
+    if any(isinstance(w, bool) or not isinstance(w, Real) or not math.isfinite(w) for w in value):
+        raise ParameterError(f"{name}={tuple(value)!r} must be {n} finite numbers")
     return tuple(float(w) for w in value)
 
 

@@ -320,16 +320,18 @@ class EASQ:
 
         evaluate = None
         if len(valid_win):
-            vw = sample_windows(index, valid_win, items, targets, slots, rng)     # drawn once per fit
+            vw = sample_windows(index, valid_win, items, targets, slots, rng)   # drawn once per fit
             vw_data = Windows(*(torch.from_numpy(getattr(vw, k))
                                 for k in ("inputs", "cols", "items", "targets", "mask")))
 
-            def evaluate(m: EASQNet) -> float:
+            def valid_score(m: EASQNet) -> float:
                 return -float(self._window_loss(m, vw_data))
+            evaluate = valid_score
 
         with trainable(model, model.backbone_parameters()):
             result = train_model(model, lambda r: sample_windows(index, train_win, items, targets, slots, r),
-                                 self._window_loss, evaluate, self._backbone_config(), rng)
+                                 loss_fn=self._window_loss, evaluate=evaluate, config=self._backbone_config(),
+                                 rng=rng)
         self.history_ += result.history
 
     def _events(self, frame: pd.DataFrame, hist: np.ndarray) -> Events:
@@ -376,7 +378,8 @@ class EASQ:
         """``epochs`` passes of ``loss_fn`` over ``data`` through :func:`train_model` (no
         validation); offline (``optimizer=None``, a fresh Adam) the epochs go to ``history_``."""
         config = self._stage_config(epochs=epochs, lr=lr, batch_size=batch_size, max_grad_norm=max_grad_norm)
-        result = train_model(self.model_, lambda r: data, loss_fn, None, config, rng, optimizer=optimizer)
+        result = train_model(self.model_, lambda r: data, loss_fn=loss_fn, evaluate=None, config=config, rng=rng,
+                             optimizer=optimizer)
         if optimizer is None:
             self.history_ += result.history
 

@@ -112,7 +112,7 @@ def window_index(users: np.ndarray, ctx: ClickContext, max_len: int) -> WindowIn
     n = n_clicks[u_idx]
     kk = np.where(j >= 0, (n - 1 - j) // L, n_win[u_idx] - 1)
     imp_col = np.where(j >= 0, L - (n - kk * L - j), L)
-    return WindowIndex(inputs, all_users[win_user_idx], first_win[u_idx] + kk, imp_col)
+    return WindowIndex(inputs=inputs, users=all_users[win_user_idx], imp_win=first_win[u_idx] + kk, imp_col=imp_col)
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def sample_windows(index: WindowIndex, win: np.ndarray, items: np.ndarray, targe
     its[w_sorted, rank] = items[order] + 1
     tg[w_sorted, rank] = targets[order]
     mask[w_sorted, rank] = 1.0
-    return Windows(index.inputs[win], cols, its, tg, mask)
+    return Windows(inputs=index.inputs[win], cols=cols, items=its, targets=tg, mask=mask)
 
 
 def dense_targets(frame: pd.DataFrame) -> np.ndarray:
@@ -206,8 +206,8 @@ def questionnaire_events(frame: pd.DataFrame, hist: np.ndarray, *, loser_answers
     lose = lose_answer | (~submitted if unanswered_losers else False)
     kind = np.where(win, 1, np.where(lose, 0, -1)).astype(np.int8)
     label = np.where(win, 1.0, np.where(lose_answer, 0.0, np.nan)).astype(np.float32)
-    return Events(frame["user_id"].to_numpy(np.int64)[shown], frame["item_id"].to_numpy(np.int64)[shown],
-                  frame["ts"].to_numpy(np.float64)[shown], kind, label, hist[shown])
+    return Events(users=frame["user_id"].to_numpy(np.int64)[shown], items=frame["item_id"].to_numpy(np.int64)[shown],
+                  ts=frame["ts"].to_numpy(np.float64)[shown], kind=kind, label=label, hist=hist[shown])
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,7 @@ def test_check_policy(row, tiny_world):
 @pytest.mark.parametrize("params, message", [
     (dict(objective="ipo"), "^easq: objective='ipo' must be one of 'dpo', 'bce'$"),
     (dict(fusion=(1.0, 1.0)), r"^easq: fusion=\(1.0, 1.0\) must have 4 weights"),
-    (dict(fusion=[1.0, 1.0, 1.0, "x"]), r"^easq: fusion=\(1.0, 1.0, 1.0, 'x'\) must have 4 weights"),
+    (dict(fusion=[1.0, 1.0, 1.0, "x"]), r"^easq: fusion=\(1.0, 1.0, 1.0, 'x'\) must be 4 finite numbers$"),
     (dict(fusion=(1.0, 1.0, 1.0, -0.5)), "^easq: fusion=.*the satisfaction weight -0.5 must be >= 0"),
     (dict(train=dict(task_weights=(1.0,))), r"^easq: train.task_weights=\(1.0,\) must have 3 weights"),
     (dict(train=dict(task_weights=(1.0, -1.0, 1.0))), r"^easq: train.task_weights\[1\]=-1.0 must be >= 0"),
