@@ -20,7 +20,8 @@ FAST_PARAMS = {"sasrec": FAST, "sasrec_n": FAST,
                "saqrec": dict(FAST, pretrain_epochs=1, aux_epochs=2, n_levels=3),
                "usm": dict(network=dict(hidden=(32, 16, 8), head_hidden=(8,), d_emb=8),
                            train=dict(max_epochs=3, engagement_per_epoch=2000), distill=dict(pseudo_per_epoch=2000)),
-               "easq": dict(d_model=16, max_len=20, max_epochs=2, sat_epochs=3, align_epochs=2)}
+               "easq": dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=2), satisfaction=dict(epochs=3),
+                            align=dict(epochs=2))}
 
 
 @pytest.mark.parametrize("name", sorted(available_policies()))

@@ -1,10 +1,11 @@
-"""EASQ (policies/easq.py): closed-form checks of DPO and the LoRA path, parameter isolation,
+"""EASQ (policies/easq/): closed-form checks of DPO and the LoRA path, parameter isolation,
 request-time training contexts, conformance, online updates (what moves, how far, what is
 dropped), and (slow) online learning: held-out DPO margins and an A/B test."""
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +18,17 @@ from policies import make_policy
 from policies.base import NotFittedError
 from policies.checks import check_policy
 from policies.data import Sequences, item_side, page_order, to_model_ids
-from policies.easq import (EASQ, VARIANTS, EASQConfig, EASQNet, LoRAEmbedding, LoRALinear, _Answers,
-                           _clicks_before, _clicks_before_request, _Events, _histories, _Pairs, _pairs,
-                           dpo_loss)
+from policies.easq import EASQ, VARIANTS, EASQConfig, EASQNet, LoRAEmbedding, LoRALinear, dpo_loss
+from policies.easq.windows import (Answers, Events, Pairs, click_context, clicks_before, clicks_before_request,
+                                   histories, preference_pairs, window_index)
 from policies.encoders import EncoderConfig
 from policies.train import build_module
 from simulator.schema import LogData
 from studies.engine.offline import feature_store_from
 from tests_support import tiny
 
-FAST = dict(d_model=16, max_len=20, max_epochs=2, sat_epochs=3, align_epochs=2)
+FAST = dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=2), satisfaction=dict(epochs=3),
+            align=dict(epochs=2))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -124,7 +126,7 @@ def test_with_b_zero_the_lora_model_equals_the_backbone():
     plain_score = plain.score(plain.user_state(hist).unsqueeze(1), items)
     assert torch.equal(plain_score, net.score(u.unsqueeze(1), items))
     # the DPO loss of the fresh model against its LoRA-off reference is log 2 exactly
-    loss = EASQ(beta=2.0)._dpo_loss(net, _Pairs(hist, items))
+    loss = EASQ(align=dict(beta=2.0))._dpo_loss(net, Pairs(hist, items))
     assert loss.item() == pytest.approx(math.log(2.0), abs=1e-7)
     _perturb_b(net)
     assert not torch.equal(net.score(u.unsqueeze(1), items), net.score(u.unsqueeze(1), items, lora=False))
@@ -139,7 +141,7 @@ def test_without_lora_dpo_is_log2_at_the_snapshot_even_in_train_mode():
     policy = EASQ(use_lora=False)
     policy.reference_ = _frozen_copy(net)
     hist, items = _batch(n=32)
-    assert policy._dpo_loss(net, _Pairs(hist, items)).item() == pytest.approx(math.log(2.0), abs=1e-6)
+    assert policy._dpo_loss(net, Pairs(hist, items)).item() == pytest.approx(math.log(2.0), abs=1e-6)
     assert net.training and net.encoder.training                          # the mode is restored
 
 
@@ -147,11 +149,11 @@ def test_dpo_steps_raise_the_preferred_score_over_the_rejected():
     """A few SGD steps of Eq. (4) on the side path, fixed pairs: s(y_w) - s(y_l) rises at every
     step; the same steps on the flipped pairs lower it (the sign is the objective's, not luck)."""
     hist, items = _batch(n=16)
-    policy = EASQ(beta=1.0)
+    policy = EASQ(align=dict(beta=1.0))
     gaps = {}
     for flip in (False, True):
         net = _net().train()
-        pairs = _Pairs(hist, items.flip(1) if flip else items)
+        pairs = Pairs(hist, items.flip(1) if flip else items)
         opt = torch.optim.SGD(net.lora_parameters(), lr=5.0)
         trace = []
         for _ in range(6):
@@ -169,8 +171,8 @@ def test_dpo_steps_raise_the_preferred_score_over_the_rejected():
 
 def _questionnaire_loss(policy: EASQ, net: EASQNet, hist, items):
     labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
-    answers = _Answers(hist, items[:, 0], labels)
-    return policy._dpo_loss(net, _Pairs(hist, items)) + policy._sat_loss(net, answers) \
+    answers = Answers(hist, items[:, 0], labels)
+    return policy._dpo_loss(net, Pairs(hist, items)) + policy._sat_loss(net, answers) \
         + policy._align_bce_loss(net, answers)
 
 
@@ -197,26 +199,26 @@ def test_history_and_click_count_helpers():
     # user 3: clicks at events 0, 2, 3; user 5: no click, then a click
     users = np.array([3, 3, 3, 3, 3, 5, 5])
     ev = np.array([1, 0, 1, 1, 0, 0, 1], bool)
-    assert _clicks_before(users, ev).tolist() == [0, 1, 1, 2, 3, 0, 0]
+    assert clicks_before(users, ev).tolist() == [0, 1, 1, 2, 3, 0, 0]
     # pages: user 3 requests 7 (events 0-1), 8 (events 2-4); user 5 request 9 (both events)
     requests = np.array([7, 7, 8, 8, 8, 9, 9])
-    assert _clicks_before_request(users, requests, ev).tolist() == [0, 0, 1, 1, 1, 0, 0]
+    assert clicks_before_request(users, requests, ev).tolist() == [0, 0, 1, 1, 1, 0, 0]
     items = np.array([10, 11, 12, 13, 14, 20, 21])
     clicks = Sequences.from_events(users[ev], items[ev])
     rows = clicks.rows_of(users)
-    h = _histories(clicks, rows, _clicks_before(users, ev), 2)
+    h = histories(clicks, rows, clicks_before(users, ev), 2)
     assert h.tolist() == [[0, 0], [0, 11], [0, 11], [11, 13], [13, 14], [0, 0], [0, 0]]
-    assert _histories(clicks, np.array([-1]), np.array([0]), 3).tolist() == [[0, 0, 0]]
+    assert histories(clicks, np.array([-1]), np.array([0]), 3).tolist() == [[0, 0, 0]]
 
 
 def test_pairs_are_same_user_within_the_window():
-    ev = _Events(
+    ev = Events(
         users=np.array([1, 1, 1, 2, 2, 1]), items=np.array([5, 6, 7, 5, 8, 5]),
         ts=np.array([0.0, 10.0, 200.0, 0.0, 50.0, 20.0]), kind=np.array([1, 0, 0, 0, 1, 0], np.int8),
         label=np.full(6, np.nan, np.float32), hist=np.zeros((6, 2), np.int64))
-    iw, il = _pairs(ev, window_s=100.0)
+    iw, il = preference_pairs(ev, window_s=100.0)
     assert sorted(zip(iw.tolist(), il.tolist())) == [(0, 1), (4, 3)]    # (0, 5): same item; (0, 2): too far
-    iw, il = _pairs(ev, window_s=100.0, new=np.array([0, 0, 0, 1, 0, 0], bool))
+    iw, il = preference_pairs(ev, window_s=100.0, new=np.array([0, 0, 0, 1, 0, 0], bool))
     assert list(zip(iw.tolist(), il.tolist())) == [(4, 3)]
 
 
@@ -254,15 +256,14 @@ def test_training_contexts_are_the_feature_store_at_request_time(served_historie
     click history the feature store returned when the impression's page was requested: no click
     of the same page, none after it."""
     frame, served = served_histories
-    policy = EASQ(max_len=L_CTX)
-    ctx = policy._click_context(frame, None)
+    ctx = click_context(frame, None)
     assert np.array_equal(ctx.histories(L_CTX), served)
     # the same page's clicks are left out: many impressions follow a click on their own page
-    same_page = _clicks_before(frame["user_id"].to_numpy(), frame["effective_view"].to_numpy(bool))
-    naive = _histories(ctx.clicks, ctx.rows, same_page, L_CTX)
+    same_page = clicks_before(frame["user_id"].to_numpy(), frame["effective_view"].to_numpy(bool))
+    naive = histories(ctx.clicks, ctx.rows, same_page, L_CTX)
     assert (naive != served).any(axis=1).mean() > 0.3
     # the backbone's windows: each impression's state is the newest part of that history
-    index = policy._window_index(frame["user_id"].to_numpy(np.int64), ctx)
+    index = window_index(frame["user_id"].to_numpy(np.int64), ctx, L_CTX)
     assert np.array_equal(index.users[index.imp_win], frame["user_id"].to_numpy())
     assert ((index.imp_col == L_CTX) == (served == 0).all(axis=1)).all()   # no click yet: the empty state
     assert ctx.clicks.lengths.max() > 3 * L_CTX                            # users with several windows
@@ -273,10 +274,11 @@ def test_training_contexts_are_the_feature_store_at_request_time(served_historie
     assert (index.inputs > 0).sum() == len(ctx.clicks.items)               # every click in one window
     # online: after a fit on day 0, update()'s contexts for day 1 continue the kept clicks
     first, _ = day_split
-    fitted = make_policy("easq", **dict(FAST, max_len=L_CTX, max_epochs=1, sat_epochs=1, align_epochs=1))
+    fitted = make_policy("easq", encoder=dict(d_model=16, max_len=L_CTX), train=dict(max_epochs=1),
+                         satisfaction=dict(epochs=1), align=dict(epochs=1))
     fitted.fit(first, rng=np.random.default_rng(0))
     day1 = (frame["day"] == 1).to_numpy()
-    online = fitted._click_context(frame[day1], fitted.clicks_)
+    online = click_context(frame[day1], fitted.clicks_)
     assert np.array_equal(online.histories(L_CTX), served[day1])
 
 
@@ -296,24 +298,35 @@ def test_check_policy(row, tiny_world):
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(objective="ipo"), "objective='ipo' must be one of dpo, bce"),
-    (dict(fusion=(1.0, 1.0)), r"fusion=\(1.0, 1.0\) must have 4 weights"),
-    (dict(fusion=(1.0, 1.0, 1.0, -0.5)), "the satisfaction weight -0.5 must be >= 0"),
-    (dict(task_weights=(1.0,)), r"task_weights=\(1.0,\) must have 3 weights"),
-    (dict(lora_rank=0), "lora_rank=0 must be >= 1 with use_lora=True"),
-    (dict(lora_alpha=0.0), "lora_alpha=0.0 must be > 0"),
-    (dict(beta=0.0), "beta=0.0 must be > 0"),
-    (dict(lr=-1.0), "lr=-1.0 must be > 0"),
-    (dict(sat_lr=0.0), "sat_lr=0.0 must be > 0"),
-    (dict(align_lr=0.0), "align_lr=0.0 must be > 0"),
-    (dict(update_lr=0.0), "update_lr=0.0 must be > 0"),
-    (dict(update_align_lr=-0.1), "update_align_lr=-0.1 must be > 0"),
-    (dict(update_max_grad_norm=0.0), "update_max_grad_norm=0.0 must be > 0 or None"),
-    (dict(max_epochs=0), "max_epochs=0 must be >= 1"),
-    (dict(patience=0), "patience=0 must be >= 1"),
-    (dict(temperature=-1.0), "temperature=-1.0 must be > 0 or None"),
-    (dict(loser_answers=("like",)), "loser_answers=.*must not contain"),
-    (dict(valid_share=1.0), r"valid_share=1.0 must be in \[0, 1\)"),
+    (dict(objective="ipo"), "^easq: objective='ipo' must be one of 'dpo', 'bce'$"),
+    (dict(fusion=(1.0, 1.0)), r"^easq: fusion=\(1.0, 1.0\) must have 4 weights"),
+    (dict(fusion=[1.0, 1.0, 1.0, "x"]), r"^easq: fusion=\(1.0, 1.0, 1.0, 'x'\) must be 4 finite numbers$"),
+    (dict(fusion=(1.0, 1.0, 1.0, -0.5)), "^easq: fusion=.*the satisfaction weight -0.5 must be >= 0"),
+    (dict(train=dict(task_weights=(1.0,))), r"^easq: train.task_weights=\(1.0,\) must have 3 weights"),
+    (dict(train=dict(task_weights=(1.0, -1.0, 1.0))), r"^easq: train.task_weights\[1\]=-1.0 must be >= 0"),
+    (dict(lora=dict(rank=0)), "^easq: lora.rank=0 must be >= 1 with use_lora=true$"),
+    (dict(lora=dict(alpha=0.0)), "^easq: lora.alpha=0.0 must be > 0$"),
+    (dict(align=dict(beta=0.0)), "^easq: align.beta=0.0 must be > 0$"),
+    (dict(train=dict(lr=-1.0)), r"^easq: train\.lr=-1\.0 must be > 0$"),
+    (dict(satisfaction=dict(lr=0.0)), "^easq: satisfaction.lr=0.0 must be > 0$"),
+    (dict(align=dict(lr=0.0)), "^easq: align.lr=0.0 must be > 0$"),
+    (dict(updates=dict(lr=0.0)), "^easq: updates.lr=0.0 must be > 0$"),
+    (dict(updates=dict(align_lr=-0.1)), "^easq: updates.align_lr=-0.1 must be > 0$"),
+    (dict(updates=dict(max_grad_norm=0.0)), "^easq: updates.max_grad_norm=0.0 must be > 0$"),
+    (dict(updates=dict(dense_samples=-1)), "^easq: updates.dense_samples=-1 must be an integer >= 0$"),
+    (dict(train=dict(max_epochs=0)), "^easq: train.max_epochs=0 must be an integer >= 1$"),
+    (dict(train=dict(patience=0)), "^easq: train.patience=0 must be an integer >= 1$"),
+    (dict(temperature=-1.0), "^easq: temperature=-1.0 must be > 0$"),
+    (dict(align=dict(loser_answers=("like",))), "^easq: align.loser_answers=.*must not contain"),
+    (dict(align=dict(loser_answers=("meh",))), "^easq: align.loser_answers=.*'meh' is not one of"),
+    (dict(train=dict(valid_share=1.0)), r"^easq: train.valid_share=1.0 must be in \[0, 1\)$"),
+    (dict(encoder=dict(d_model=16, n_heads=3)), "^easq: encoder.d_model=16 must be divisible by n_heads=3$"),
+    (dict(encoder=dict(dropout=1.0)), r"^easq: encoder.dropout=1.0 must be in \[0, 1\)$"),
+    (dict(encoder=dict(item_features="leaf")), "^easq: encoder.item_features='leaf' must be a list"),
+    (dict(update_epochs=-1), "^easq: update_epochs=-1 must be an integer >= 0$"),
+    (dict(use_lora="no"), "^easq: use_lora='no' must be true or false$"),
+    (dict(train=dict(lrr=0.1)), r"^easq: train.lrr is not a parameter; train takes: task_weights, "),
+    (dict(lr=0.1), r"^easq: lr is not a parameter; easq takes: .*train"),
 ])
 def test_bad_parameters_fail_at_construction(params, message):
     """Before any simulation: run_experiment builds every policy first so as to fail early."""
@@ -324,8 +337,8 @@ def test_bad_parameters_fail_at_construction(params, message):
 def test_refuses_logs_without_questionnaire_columns_or_clicks(tiny_world):
     imp = tiny_world.train.impressions
     with pytest.raises(ValueError, match="the item table has no column.s. 'colour'"):
-        make_policy("easq", item_features=("leaf", "colour")).fit(tiny_world.train,
-                                                                  rng=np.random.default_rng(0))
+        make_policy("easq", encoder=dict(item_features=("leaf", "colour"))).fit(tiny_world.train,
+                                                                                rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="missing column.s. 'survey_shown'"):
         make_policy("easq").fit(LogData(imp.drop(columns=["survey_shown"]), tiny_world.train.items,
                                         tiny_world.train.users), rng=np.random.default_rng(0))
@@ -368,8 +381,8 @@ def test_a_failed_refit_leaves_the_policy_unfitted(fitted, tiny_world):
 def test_items_missing_from_the_item_table_get_an_unknown_category(tiny_world):
     t = tiny_world.train
     items = t.items[t.items["item_id"] != 7]
-    side = item_side(items, EASQ().item_features, len(t.items), unknown=True)
-    for f, values in zip(EASQ().item_features, side):
+    side = item_side(items, EASQ().encoder.item_features, len(t.items), unknown=True)
+    for f, values in zip(EASQ().encoder.item_features, side):
         assert values[7] == t.items[f].max() + 1, f
         assert np.array_equal(np.delete(values, 7), items[f].to_numpy())
 
@@ -389,7 +402,7 @@ def test_online_update_moves_only_what_it_should(day_split, fitted, tiny_world):
     # alignment steps only (dense steps off), through the real training loop: the backbone and the
     # offline tower stay bit-identical, the side path moves
     aligned = copy.deepcopy(on)
-    aligned.update_dense_samples = 0
+    aligned.updates = replace(aligned.updates, dense_samples=0)
     for c in chunks:
         aligned.update(c)
     assert sum(s.pairs for s in aligned.update_stats_) > 0
@@ -409,7 +422,7 @@ def test_online_update_moves_only_what_it_should(day_split, fitted, tiny_world):
     steps = {int(s["step"]) for s in on.dense_opt_.state.values()}
     assert steps == {sum(math.ceil(s.dense / 512) for s in on.update_stats_)}
     # the serving path (folded item table) equals the training path on the live histories
-    hist, _ = batch.features.history("clicks", batch.user_ids, on.max_len)
+    hist, _ = batch.features.history("clicks", batch.user_ids, on.encoder.max_len)
     with torch.no_grad():
         u = on.model_.user_state(torch.from_numpy(to_model_ids(hist)))
         direct = on.model_.score(u.unsqueeze(1), torch.from_numpy(to_model_ids(batch.candidates)))
@@ -426,13 +439,13 @@ def test_online_alignment_step_grows_with_the_evidence(fitted, day_split):
     fresh Adam would move it by the same ``lr`` per coordinate either way)."""
     _, chunks = day_split
     base = copy.deepcopy(fitted["EASQ"])
-    base.update_dense_samples, base.update_max_grad_norm = 0, None
+    base.updates = replace(base.updates, dense_samples=0, max_grad_norm=None)
     frame = pd.concat([c.impressions for c in chunks[:12]], ignore_index=True)
     frame = frame.iloc[page_order(frame)[0]]
-    ctx = base._click_context(frame, base.clicks_)
-    events = base._events(frame, ctx.histories(base.max_len))
+    ctx = click_context(frame, base.clicks_)
+    events = base._events(frame, ctx.histories(base.encoder.max_len))
     pairs, answers = base._alignment_data(events, None)
-    pairs = _Pairs(pairs.hist[:3], pairs.items[:3])
+    pairs = Pairs(pairs.hist[:3], pairs.items[:3])
     assert len(pairs.items) == 3
     for group in base.align_opt_.param_groups:
         group["lr"] = 100.0                    # one SGD step is linear in the gradient at any lr
@@ -440,7 +453,7 @@ def test_online_alignment_step_grows_with_the_evidence(fitted, day_split):
     moved = {}
     for k in (1, 2):
         p = copy.deepcopy(base)
-        twice = _Pairs(np.tile(pairs.hist, (k, 1)), np.tile(pairs.items, (k, 1)))
+        twice = Pairs(np.tile(pairs.hist, (k, 1)), np.tile(pairs.items, (k, 1)))
         p._align(twice, answers, online=True, rng=np.random.default_rng(0))
         moved[k] = [a - b for a, b in zip(p.model_.lora_parameters(), start)]
     assert any(d.abs().max() > 0 for d in moved[1])
@@ -455,7 +468,7 @@ def test_online_alignment_step_grows_with_the_evidence(fitted, day_split):
 def test_without_lora_the_reference_is_refreshed_on_schedule(fitted, day_split):
     _, chunks = day_split
     policy = copy.deepcopy(fitted["w/o LoRA"])
-    policy.ref_refresh = 4
+    policy.updates = replace(policy.updates, ref_refresh=4)
     snap = _params(policy.reference_.parameters())
     for i, c in enumerate(chunks[:9], start=1):
         ref = policy.reference_
@@ -477,14 +490,14 @@ def test_without_dpo_unanswered_exposures_teach_nothing(fitted, day_split):
         unanswered.append(LogData(imp, c.items, c.users))
     assert sum(int(c.impressions["survey_shown"].sum()) for c in unanswered) > 20
     policy = copy.deepcopy(fitted["w/o DPO"])
-    policy.update_dense_samples = 0
+    policy.updates = replace(policy.updates, dense_samples=0)
     lora = _params(policy.model_.lora_parameters())
     for c in unanswered:
         policy.update(c)
     assert sum(s.answers for s in policy.update_stats_) == 0
     assert _same(lora, policy.model_.lora_parameters())
     answered = copy.deepcopy(fitted["w/o DPO"])
-    answered.update_dense_samples = 0
+    answered.updates = replace(answered.updates, dense_samples=0)
     for c in chunks:
         answered.update(c)
     assert sum(s.answers for s in answered.update_stats_) > 0
@@ -544,7 +557,8 @@ LEARN_WORLD = dict(n_users=600, n_items=1000, seed=0,
                    questionnaire=dict(base_rate=0.5, per_user_daily_cap=10),
                    # a 5-minute serving window (default 1 minute): fewer, larger ranking calls
                    platform=dict(tick_s=300.0))
-LEARN = dict(d_model=16, max_len=20, max_epochs=3, sat_epochs=10, align_epochs=5)
+LEARN = dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=3), satisfaction=dict(epochs=10),
+             align=dict(epochs=5))
 
 
 def _ab_config(**easq):
@@ -589,15 +603,15 @@ def held_out_margins(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
     fit_on, online, held = logs(0), logs(1), logs(2)
     obs = LogData(fit_on, items, users).observable()
-    before = make_policy("easq", **FAST, update_dense_samples=0).fit(obs, rng=np.random.default_rng(0))
+    before = make_policy("easq", **FAST, updates=dict(dense_samples=0)).fit(obs, rng=np.random.default_rng(0))
     after = copy.deepcopy(before)
     hours = (online.groupby(["user_id", "request_id"])["ts"].transform("min") // 3600).to_numpy()
     for h in np.unique(hours):
         after.update(LogData(online[hours == h].reset_index(drop=True), obs.items, obs.users))
     assert _same(_params(before.model_.backbone_parameters()), after.model_.backbone_parameters())
     frame = held.iloc[page_order(held)[0]]
-    ctx = after._click_context(frame, after.clicks_)
-    events = after._events(frame, ctx.histories(after.max_len))
+    ctx = click_context(frame, after.clicks_)
+    events = after._events(frame, ctx.histories(after.encoder.max_len))
     pairs, _ = after._alignment_data(events.take(np.flatnonzero(events.kind >= 0)), None)
     return before.pair_margins(pairs), after.pair_margins(pairs)
 

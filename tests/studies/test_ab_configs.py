@@ -37,7 +37,8 @@ PAPER_BUCKETS = (
     BucketConfig("usm", "usm", 0.2, dict(network=dict(hidden=(32, 16, 8)),
                                          train=dict(max_epochs=2, engagement_per_epoch=2000),
                                          distill=dict(pseudo_per_epoch=2000), distillation=True, response_debias=True)),
-    BucketConfig("easq", "easq", 0.2, dict(SMALL, max_epochs=1, sat_epochs=1, align_epochs=1)),
+    BucketConfig("easq", "easq", 0.2, dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=1),
+                                         satisfaction=dict(epochs=1), align=dict(epochs=1))),
 )
 
 
