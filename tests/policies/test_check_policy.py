@@ -15,7 +15,8 @@ from policies.data import check_observable
 # small models so that each policy's battery (four fits) takes a few seconds
 FAST = dict(max_epochs=2, d_model=16, n_layers=1, max_len=20, eval_negatives=20)
 FAST_PARAMS = {"sasrec": FAST, "sasrec_n": FAST, "sine": FAST,
-               "saqrec": dict(FAST, pretrain_epochs=1, aux_epochs=2, n_levels=3),
+               "saqrec": dict(encoder=dict(d_model=16, n_layers=1, max_len=20, n_levels=3),
+                              train=dict(max_epochs=2, pretrain_epochs=1, eval_negatives=20), aux=dict(epochs=2)),
                "usm": dict(max_epochs=3, engagement_per_epoch=2000, pseudo_per_epoch=2000, hidden=(32, 16, 8),
                            head_hidden=(8,), d_emb=8),
                "easq": dict(d_model=16, max_len=20, max_epochs=2, sat_epochs=3, align_epochs=2)}
