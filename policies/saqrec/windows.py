@@ -103,7 +103,8 @@ def count_before(seqs: Sequences, users: np.ndarray, ranks: np.ndarray) -> np.nd
     return np.where(rows >= 0, end - start, 0).astype(np.int64)
 
 
-def feedback_window(seqs: Sequences, users: np.ndarray, ranks: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+def feedback_window(seqs: Sequences, users: np.ndarray, ranks: np.ndarray,
+                    length: int) -> tuple[np.ndarray, np.ndarray]:
     """The last ``length`` events of each user ranked before ``ranks`` (n,), right-aligned with PAD
     (what the feature store would hold then), and how many events precede (n,)."""
     count = count_before(seqs, users, ranks)                                       # (n,)
