@@ -46,7 +46,7 @@ def fingerprints() -> dict[str, str]:
         users = np.unique(train.impressions["user_id"])[:32]
         batch = RankBatch(users, rng.integers(0, len(train.items), (len(users), 50)), 0.0, 0, store)
         fits = {"sasrec": dict(max_epochs=2),
-                "saqrec": dict(max_epochs=1, pretrain_epochs=1, aux_epochs=1)}
+                "saqrec": dict(train=dict(max_epochs=1, pretrain_epochs=1), aux=dict(epochs=1))}
         for name, params in fits.items():
             policy = make_policy(name, progress=False, **params)
             with warnings.catch_warnings():

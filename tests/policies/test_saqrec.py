@@ -1,4 +1,4 @@
-"""SAQRec (policies/saqrec.py): closed-form unit checks of every module, conformance, and (slow)
+"""SAQRec (policies/saqrec/): closed-form unit checks of every module, conformance, and (slow)
 learning against the simulator's ground truth."""
 from __future__ import annotations
 
@@ -15,16 +15,18 @@ import policies.saqrec  # noqa: F401  (registers "saqrec")
 from policies.base import NotFittedError, make_policy
 from policies.checks import check_policy
 from policies.data import holdout_last, n_items_of, page_order, positive_keys, to_model_ids
-from policies.saqrec import (CLICK_ONLY, VARIANTS, NetConfig, PairMLP, SAQRec, SAQRecNet, _click_windows,
-                             _prepare, beta_half_cdf, ips_bce, mlse_membership, satisfaction_labels)
+from policies.params import ParameterError
+from policies.saqrec import (CLICK_ONLY, VARIANTS, NetConfig, PairMLP, SAQRec, SAQRecNet, beta_half_cdf, ips_bce,
+                             mlse_membership, satisfaction_labels)
+from policies.saqrec.windows import click_windows, prepare_logs
 from policies.train import build_module
 from simulator.schema import LogData, RankBatch
 from estimators import auc
 from studies.engine.offline import evaluate, feature_store_from, make_task, simulate_logs
 from tests_support import tiny
 
-FAST = dict(max_epochs=2, pretrain_epochs=1, aux_epochs=2, d_model=16, n_layers=1, max_len=20,
-            eval_negatives=20, n_levels=3)
+FAST = dict(encoder=dict(d_model=16, n_layers=1, max_len=20, n_levels=3),
+            train=dict(max_epochs=2, pretrain_epochs=1, eval_negatives=20), aux=dict(epochs=2))
 
 
 def _net(**kw) -> SAQRecNet:
@@ -244,7 +246,7 @@ def _record(store, frame) -> None:
 
 def _empty_store(train: LogData):
     return feature_store_from(LogData(train.impressions.iloc[:0], train.items, train.users),
-                              history_length=FAST["max_len"])
+                              history_length=FAST["encoder"]["max_len"])
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +260,7 @@ def served(tiny_world):
     store = _empty_store(t)
     first = frame.groupby(["user_id", "request_id"], sort=False)["ts"].transform("min").to_numpy()
     users = frame["user_id"].to_numpy()
-    lengths = {"clicks": FAST["max_len"], "satisfied": 10, "dissatisfied": 5}
+    lengths = {"clicks": FAST["encoder"]["max_len"], "satisfied": 10, "dissatisfied": 5}
     hist = {k: np.zeros((len(frame), n), np.int64) for k, n in lengths.items()}
     order = np.argsort(first, kind="stable")
     ticks, starts = np.unique(first[order], return_index=True)
@@ -282,12 +284,12 @@ def test_training_contexts_are_the_feature_store_at_request_time(served, tiny_wo
     frame, hist = served
     train = tiny_world.train
     policy = SAQRec(**FAST)
-    data = _prepare(train)
+    data = prepare_logs(train)
     n_items = n_items_of(train)
     assert np.array_equal(frame["item_id"].to_numpy()[data.clicks.ts.astype(np.int64)], data.clicks.items)
     rest, valid = holdout_last(data.clicks)
-    T = policy.max_len
-    w = _click_windows(rest, T, data.page_start, stride=T // 2)             # several windows per user
+    T = policy.encoder.max_len
+    w = click_windows(rest, T, data.page_start, stride=T // 2)             # several windows per user
     assert len(w) > len(np.unique(w.users))
     b = policy._examples_fn(w, data, n_items, positive_keys(data.clicks, n_items),
                             teacher=lambda u, i: np.zeros(i.shape, np.float32))(np.random.default_rng(0))
@@ -350,11 +352,11 @@ def test_serving_scores_equal_the_training_path_at_the_request(fitted, served, t
             layer.bias.copy_(torch.randn(layer.bias.shape, generator=g) * 0.3)
     p.sat_weight = 0.5                                                     # the satisfaction head too
     p._cache_tables()
-    data = _prepare(train)
+    data = prepare_logs(train)
     n_items = n_items_of(train)
     rest, _ = holdout_last(data.clicks)
-    T = p.max_len
-    w = _click_windows(rest, T, data.page_start)
+    T = p.encoder.max_len
+    w = click_windows(rest, T, data.page_start)
     b = p._examples_fn(w, data, n_items, positive_keys(data.clicks, n_items),
                        teacher=p._teacher_fn(p.satisfaction_))(np.random.default_rng(0))
     rows = np.flatnonzero(b.query[:, -1] == T - 1)                         # the whole window is served
@@ -457,16 +459,31 @@ def test_the_click_only_twin_reads_no_answer(tiny_world):
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(n_levels=0), "n_levels=0 must be >= 1"),
-    (dict(beta=-1.0), "beta=-1.0 must be >= 0"),
-    (dict(propensity_clip=0.0), "propensity_clip=0.0 must be > 0"),
-    (dict(temperature=0.0), "temperature=0.0 must be > 0 or None"),
-    (dict(aux_valid_share=1.0), "aux_valid_share=1.0 must be in"),
-    (dict(window_stride=0), "window_stride=0 must be >= 1 or None"),
+    (dict(encoder=dict(n_levels=0)), r"^saqrec: encoder\.n_levels=0 must be an integer >= 1$"),
+    (dict(alignment=dict(beta=-1.0)), r"^saqrec: alignment\.beta=-1\.0 must be >= 0$"),
+    (dict(aux=dict(propensity_clip=0.0)), r"^saqrec: aux\.propensity_clip=0\.0 must be > 0$"),
+    (dict(temperature=0.0), r"^saqrec: temperature=0\.0 must be > 0$"),
+    (dict(aux=dict(valid_share=1.0)), r"^saqrec: aux\.valid_share=1\.0 must be in \[0, 1\)$"),
+    (dict(train=dict(window_stride=0)), r"^saqrec: train\.window_stride=0 must be an integer >= 1$"),
+    (dict(train=dict(lr=-1.0)), r"^saqrec: train\.lr=-1\.0 must be > 0$"),
+    (dict(encoder=dict(d_model=10, n_heads=3)), r"^saqrec: encoder\.d_model=10 must be divisible by n_heads=3$"),
+    (dict(aux=dict(hidden=[])), r"^saqrec: aux\.hidden=\[\] must be a list of positive integers$"),
+    (dict(encoder=dict(dmodel=16)), r"^saqrec: encoder\.dmodel is not a parameter; encoder takes: max_len, "),
+    (dict(train=3), r"^saqrec: train must be a table of batch_size, "),
+    (dict(d_model=16), r"^saqrec: d_model is not a parameter; saqrec takes: temperature, encoder, "),
+    (dict(sid="no"), r"^saqrec: sid='no' must be true or false$"),
+    (dict(update_epochs=-1), r"^saqrec: update_epochs=-1 must be an integer >= 0$"),
+    (dict(mtl=False, sat_weight=1.0), r"^saqrec: sat_weight=1\.0 needs mtl=True"),
 ])
-def test_bad_parameters(params, message, tiny_world):
-    with pytest.raises(ValueError, match=message):
-        make_policy("saqrec", **params).fit(tiny_world.train, rng=np.random.default_rng(0))
+def test_bad_parameters_are_refused_at_construction(params, message):
+    with pytest.raises(ParameterError, match=message):
+        make_policy("saqrec", **params)
+
+
+def test_parameter_tables_become_groups():
+    p = make_policy("saqrec", encoder={"d_model": 16, "item_features": ["l1"]}, aux={"hidden": [16, 8]})
+    assert p.encoder.d_model == 16 and p.encoder.max_len == 50 and p.encoder.item_features == ("l1",)
+    assert p.aux.hidden == (16, 8) and p.train.max_epochs == 20 and p.alignment.n_mix == 3
 
 
 def test_needs_questionnaire_columns(tiny_world):
@@ -489,7 +506,8 @@ TARGETED_WORLD = dict(n_users=1000, days=3, seed=0,
                       catalog=dict(clickbait_corr=0.8),
                       questionnaire=dict(targeting="popular_items", target_boost=10.0, base_rate=0.05,
                                          per_user_daily_cap=10, response_bias=0.0, extremity_bias=0.0))
-SMALL = dict(d_model=32, n_layers=1, max_len=30)
+SMALL = dict(encoder=dict(d_model=32, n_layers=1, max_len=30))
+SASREC_SMALL = dict(d_model=32, n_layers=1, max_len=30)
 
 
 @pytest.mark.slow
@@ -504,7 +522,7 @@ def test_ips_satisfaction_model_is_closer_to_the_oracle_than_naive():
     assert (clicks & answered).sum() > 2000
     out = {}
     for unbiased in (True, False):
-        p = SAQRec(**SMALL, pretrain_epochs=3, unbiased=unbiased).fit_satisfaction(
+        p = SAQRec(**SMALL, train=dict(pretrain_epochs=3), unbiased=unbiased).fit_satisfaction(
             logs.observable(), rng=np.random.default_rng(0))
         assert not p.diagnostics_["constant_satisfaction"], unbiased        # here g does learn
         pred = p.predict_satisfaction(users, items)
@@ -526,8 +544,8 @@ def test_saqrec_beats_sasrec_offline_where_clickbait_is_strong():
     logs = simulate_logs(tiny(**CLICKBAIT_WORLD))
     tasks = {t: make_task(logs, seed=0, target=t) for t in ("effective_view", "satisfied")}
     train = tasks["effective_view"].train                           # the same split for both targets
-    fitted = {name: make_policy(name, **SMALL).fit(train, rng=np.random.default_rng(0))
-              for name in ("sasrec", "saqrec")}
+    fitted = {name: make_policy(name, **params).fit(train, rng=np.random.default_rng(0))
+              for name, params in (("sasrec", SASREC_SMALL), ("saqrec", SMALL))}
     res = {(name, t): evaluate(p, task) for name, p in fitted.items() for t, task in tasks.items()}
     print({k: (round(v["ndcg@10"].value, 4), round(v["mrr"].value, 4)) for k, v in res.items()})
     assert res["saqrec", "effective_view"]["ndcg@10"].n > 600                # users with a next click

@@ -31,8 +31,8 @@ def test_ab_config_loads_and_builds_its_policies(name):
 SMALL = dict(d_model=16, max_len=20)
 PAPER_BUCKETS = (
     BucketConfig("control", "production", 0.2),
-    BucketConfig("saqrec", "saqrec", 0.2, dict(SMALL, max_epochs=1, pretrain_epochs=1, aux_epochs=1, n_levels=3,
-                                                  n_layers=1)),
+    BucketConfig("saqrec", "saqrec", 0.2, dict(encoder=dict(d_model=16, max_len=20, n_levels=3, n_layers=1),
+                                                  train=dict(max_epochs=1, pretrain_epochs=1), aux=dict(epochs=1))),
     BucketConfig("sine", "sine", 0.2, dict(encoder=dict(SMALL, n_layers=1), train=dict(max_epochs=1))),
     BucketConfig("usm", "usm", 0.2, dict(network=dict(hidden=(32, 16, 8)),
                                          train=dict(max_epochs=2, engagement_per_epoch=2000),
