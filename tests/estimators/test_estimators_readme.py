@@ -1,4 +1,4 @@
-"""The README's "Estimators" example runs and prints exactly the output shown under it."""
+"""The examples of docs/estimators.md run and print exactly the output shown under them."""
 
 import contextlib
 import io
@@ -11,13 +11,8 @@ ROOT = Path(estimators.__file__).parent.parent
 
 
 def _section() -> str:
-    """The "## Estimators" section of README.md, or its draft beside the package until merged."""
-    readme = ROOT / "README.md"
-    if readme.exists():
-        match = re.search(r"^## Estimators\n(.*?)(?=^## |\Z)", readme.read_text(), re.S | re.M)
-        if match:
-            return match.group(1)
-    return (ROOT / "estimators" / "README_SECTION.md").read_text()
+    """The page docs/estimators.md."""
+    return (ROOT / "docs" / "estimators.md").read_text()
 
 
 def test_readme_example_prints_what_the_readme_shows():

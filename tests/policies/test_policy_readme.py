@@ -1,4 +1,4 @@
-"""The README's "Writing a policy" example registers a policy that passes check_policy."""
+"""The "Writing a policy" example of docs/policies.md registers a policy that passes check_policy."""
 from __future__ import annotations
 
 import importlib
@@ -16,18 +16,14 @@ ROOT = Path(policies.__file__).parent.parent
 
 
 def _section() -> str:
-    """The "## Policies" section of README.md, or its draft beside the package until merged."""
-    readme = ROOT / "README.md"
-    if readme.exists():
-        match = re.search(r"^## Policies\n(.*?)(?=^## |\Z)", readme.read_text(), re.S | re.M)
-        if match and "### Writing a policy" in match.group(1):
-            return match.group(1)
-    return (ROOT / "policies" / "README_SECTION.md").read_text()
+    """The "## Writing a policy" section of docs/policies.md."""
+    page = (ROOT / "docs" / "policies.md").read_text()
+    return re.search(r"^## Writing a policy\n.*?(?=^## |\Z)", page, re.S | re.M).group(0)
 
 
 def test_readme_example_policy_passes_check_policy(tiny_world, monkeypatch, tmp_path):
     section = _section()
-    code = re.search(r"### Writing a policy.*?```python\n(.*?)```", section, re.S).group(1)
+    code = re.search(r"## Writing a policy.*?```python\n(.*?)```", section, re.S).group(1)
     assert len([line for line in code.splitlines() if line.strip()]) <= 75
     (tmp_path / "readme_policy_example.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))

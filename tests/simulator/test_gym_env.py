@@ -242,9 +242,8 @@ def test_a_linear_bandit_learns_to_beat_a_random_agent(env):
 
 
 def test_the_readme_example_runs(capsys):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## A Gymnasium environment"):]
+    section = (ROOT / "docs" / "gym.md").read_text()
     code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/gym.md", "exec"), {})
     reward, satisfaction = map(float, capsys.readouterr().out.split())
     assert reward >= 0 and 0 <= satisfaction <= 1

@@ -41,10 +41,10 @@ def test_every_scenario_loads_validates_and_has_a_one_line_doc(name):
 
 
 def test_the_readme_documents_every_scenario():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Scenarios"):readme.index("## Log schema")]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "world.md").read_text()
+    section = page[page.index("## Scenarios"):]
     for name in list_scenarios():
-        assert f"| `{name}` |" in section, f"README, Scenarios: no row for {name}"
+        assert f"| `{name}` |" in section, f"docs/world.md, Scenarios: no row for {name}"
 
 
 def test_default_scenario_is_todays_world():
@@ -378,7 +378,7 @@ def test_a_scale_model_divides_the_sizes_and_keeps_the_rates():
 def test_paper_regime_marginals_in_a_twentieth_scale_model(tmp_path, name):
     """Interactions per user, questionnaires per interaction and positive:negative within the targets'
     10% in a 1/20 scale model (users, items, authors and the popular pool divided by 20, the same
-    days); the full sizes were measured once (README, Scenarios)."""
+    days); the full sizes were measured once (docs/world.md, Scenarios)."""
     from simulator.logs import read_impressions
     from experiments.simulate import simulate
     targets = get_scenario(name).targets
