@@ -128,3 +128,15 @@ def calibration_report(
         auc=auc(label, prob, alpha=alpha),
         table=table,
     )
+
+
+def weighted_calibration(prob: np.ndarray, label: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """USM Eq. 10, ``avg(p) / avg(y) - 1``, with sample weights (e.g. IPW); NaN if no positive.
+
+    A plain float for training loops and tables; :func:`mean_calibration` is the unweighted value
+    with its delta-method interval.
+    """
+    p, y = np.asarray(prob, np.float64), np.asarray(label, np.float64)
+    w = np.ones(len(p)) if weight is None else np.asarray(weight, np.float64)
+    den = (w * y).sum()
+    return float((w * p).sum() / den - 1.0) if den > 0 else float("nan")

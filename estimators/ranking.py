@@ -230,3 +230,56 @@ def uauc(user: object, label: object, score: object, *, alpha: float = 0.05) -> 
     scores a tie 0; here it scores one half, so a constant predictor gets 0.5, not 0.
     """
     return gauc(user, label, score, weighted=False, alpha=alpha)
+
+
+def weighted_auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """ROC AUC with sample weights: weighted share of (positive, negative) pairs ordered right,
+    ties counting one half. NaN if a class is missing.
+
+    A plain float (one sort, O(n log n)); :func:`auc` is the unweighted value with its interval.
+    Without weights the two agree (tested).
+    """
+    y = np.asarray(label).astype(bool)
+    s = np.asarray(score, np.float64)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
+    wp, wn = w[y].sum(), w[~y].sum()
+    if wp <= 0 or wn <= 0:
+        return float("nan")
+    order = np.argsort(s, kind="stable")
+    s, y, w = s[order], y[order], w[order]
+    new = np.r_[True, s[1:] != s[:-1]]
+    group = np.cumsum(new) - 1                                                 # tie groups
+    neg_in_group = np.bincount(group, weights=w * ~y)
+    neg_below = np.cumsum(neg_in_group) - neg_in_group                         # negatives with a lower score
+    pos = y
+    correct = (w[pos] * (neg_below[group[pos]] + 0.5 * neg_in_group[group[pos]])).sum()
+    return float(correct / (wp * wn))
+
+
+def sampled_rank_metrics(scores: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """HR@k and NDCG@k from scores of one positive (column 0) and sampled negatives.
+
+    Ties between the positive and negatives count as a uniformly random order of the tied items
+    (the expected metric), so a constant scorer gets the chance level, as in
+    :func:`hit_rate` (``ties="expected"``). Written for training loops: one pass over an
+    (n, 1 + K) array, no per-row Estimate.
+
+    Args:
+        scores: (n, 1 + K), column 0 the positive.
+        k: cut-off.
+
+    Returns:
+        (HR@k, NDCG@k), each a mean over the n rows.
+    """
+    s = np.asarray(scores)
+    if s.ndim != 2 or s.shape[1] < 2 or s.shape[0] < 1:
+        raise ValueError(f"scores must have shape (n >= 1, 1 + K >= 2), got {s.shape}")
+    pos, neg = s[:, :1], s[:, 1:]
+    above = (neg > pos).sum(axis=1)
+    tied = (neg == pos).sum(axis=1)
+    ranks = np.arange(1, s.shape[1] + 1)
+    out = []
+    for gain in (ranks <= k).astype(float), np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0):
+        cum = np.r_[0.0, np.cumsum(gain)]                          # cum[r] = sum of gain over ranks <= r
+        out.append(float(np.mean((cum[1 + above + tied] - cum[above]) / (tied + 1))))
+    return out[0], out[1]

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from estimators import sampled_rank_metrics
+
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -107,31 +109,10 @@ def build_module(factory: Callable[[], M], rng: np.random.Generator) -> M:
 
 
 def sampled_metrics(scores: np.ndarray | torch.Tensor, k: int = 10) -> tuple[float, float]:
-    """HR@k and NDCG@k from scores of one positive (column 0) and sampled negatives.
-
-    Ties between the positive and negatives count as a uniformly random order of the tied items
-    (the expected metric), so a constant scorer gets the chance level, as in
-    ``estimators.hit_rate(..., ties="expected")``.
-
-    Args:
-        scores: (n, 1 + K), column 0 the positive.
-        k: cut-off.
-
-    Returns:
-        (HR@k, NDCG@k), each a mean over the n rows.
-    """
+    """HR@k and NDCG@k of one positive (column 0) among sampled negatives, for early stopping:
+    :func:`estimators.sampled_rank_metrics` of the scores as a numpy array."""
     s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
-    if s.ndim != 2 or s.shape[1] < 2 or s.shape[0] < 1:
-        raise ValueError(f"scores must have shape (n >= 1, 1 + K >= 2), got {s.shape}")
-    pos, neg = s[:, :1], s[:, 1:]
-    above = (neg > pos).sum(axis=1)
-    tied = (neg == pos).sum(axis=1)
-    ranks = np.arange(1, s.shape[1] + 1)
-    out = []
-    for gain in (ranks <= k).astype(float), np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0):
-        cum = np.r_[0.0, np.cumsum(gain)]                          # cum[r] = sum of gain over ranks <= r
-        out.append(float(np.mean((cum[1 + above + tied] - cum[above]) / (tied + 1))))
-    return out[0], out[1]
+    return sampled_rank_metrics(s, k=k)
 
 
 def _slice(data: Any, idx: np.ndarray) -> Any:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from estimators import uauc
-from policies.usm import SURVEY_HEADS, calibration, survey_labels, weighted_auc
+from estimators import uauc, weighted_auc, weighted_calibration
+from policies.usm import SURVEY_HEADS, survey_labels
 from simulator.schema import LogData
 from studies import _replication as R
 from studies.engine.base import Summary, register_study, study_main
@@ -72,9 +72,9 @@ def usm_report(policy, task, logs: LogData, *, neutral_share: float = 0.35, low_
     for h, head in ((0, "dislike"), (1, "inappropriate")):
         m = mask[rows, h] > 0
         p, y = heads[head][m, 0], labels[rows, h][m]
-        out[f"{head}_auc"], out[f"{head}_cal"] = weighted_auc(y, p), calibration(p, y)
+        out[f"{head}_auc"], out[f"{head}_cal"] = weighted_auc(y, p), weighted_calibration(p, y)
         out[f"{head}_auc_ipw"] = weighted_auc(y, p, 1 / true_p[m])
-        out[f"{head}_cal_ipw"] = calibration(p, y, 1 / true_p[m])
+        out[f"{head}_cal_ipw"] = weighted_calibration(p, y, 1 / true_p[m])
     sat = (test["survey_type"] == "satisfaction").to_numpy()[rows]
     expect = oracle_dislike_expectation(logs, np.flatnonzero(test_mask)[rows], neutral_share)
     p = heads["dislike"][:, 0]

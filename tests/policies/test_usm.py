@@ -18,12 +18,13 @@ import pytest
 import torch
 
 import policies.usm as usm
-from estimators import auc, uauc
+from estimators import auc, uauc, weighted_auc
+from estimators import weighted_calibration as calibration
 from policies.base import NotFittedError, make_policy
 from policies.checks import check_policy
 from policies.params import ParameterError
-from policies.usm import (LHUC, SURVEY_HEADS, VARIANTS, NetConfig, SqueezeExcite, SurveyNet, calibration,
-                          ipw_weights, labelled_metrics, pseudo_label_mask, weighted_auc)
+from policies.usm import (LHUC, SURVEY_HEADS, VARIANTS, NetConfig, SqueezeExcite, SurveyNet, ipw_weights,
+                          labelled_metrics, pseudo_label_mask)
 from simulator.schema import LogData, RankBatch
 from studies.usm_replication import oracle_dislike_expectation, usm_report
 
