@@ -10,7 +10,7 @@ last layer.
 Item representation: by default the item-id embedding plus embeddings of the item's observable
 categories (``item_features = ("l1", "l2", "leaf")``, as production SASRec variants do). In this
 simulator an id-only SASRec (``item_features=()``, the paper's model) learns little more than
-item popularity from a few days of logs (see policies/README_SECTION.md); the category
+item popularity from a few days of logs (see docs/policies.md); the category
 embeddings let sparse and unseen items share what is learned about their categories.
 
 SASRec-N (SINE, RecSys'23, Sec. 2.2): the same model, where the item the user skipped most

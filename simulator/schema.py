@@ -278,7 +278,7 @@ NEGATIVE_FEEDBACK = ("dislike", "report")
 
 
 def markdown_table(columns: tuple[Column, ...] = IMPRESSION_COLUMNS) -> str:
-    """The schema as a markdown table (used in README.md: ``python -m simulator.schema``)."""
+    """The schema as a markdown table (used in docs/schema.md: ``python -m simulator.schema``)."""
     rows = ["| column | type | unit | meaning |", "|---|---|---|---|"]
     for c in columns:
         tp = "category" if pa.types.is_dictionary(c.type) else str(c.type)

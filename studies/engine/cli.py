@@ -61,7 +61,7 @@ def add_study_parser(sub) -> None:
     st.add_argument("--list", action="store_true", help="list the studies, one line each")
     size = st.add_mutually_exclusive_group()
     size.add_argument("--fast", action="store_true", help="the small variant (seconds; what the tests run)")
-    size.add_argument("--full", action="store_true", help="the paper-scale variant (README, Studies: variants and expected times)")
+    size.add_argument("--full", action="store_true", help="the paper-scale variant (docs/studies.md: variants and expected times)")
     st.add_argument("--config", metavar="FILE.toml", help="study config (default: studies/configs/NAME.toml)")
     st.add_argument("--out", metavar="DIR", help="results directory (default: runs/studies/NAME[-fast|-full])")
     st.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0,1,2 or 0:10 (overrides the config's seeds)")
