@@ -21,6 +21,7 @@ from ._validation import (
     as_binary,
     as_float_array,
     check_choice,
+    check_nonnegative,
     check_positive_int,
     check_probability,
     check_same_length,
@@ -136,7 +137,10 @@ def weighted_calibration(prob: np.ndarray, label: np.ndarray, weight: np.ndarray
     A plain float for training loops and tables; :func:`mean_calibration` is the unweighted value
     with its delta-method interval.
     """
-    p, y = np.asarray(prob, np.float64), np.asarray(label, np.float64)
-    w = np.ones(len(p)) if weight is None else np.asarray(weight, np.float64)
+    p = check_probability("prob", as_float_array("prob", prob, min_len=0))          # empty: NaN
+    y = as_binary("label", label, min_len=0).astype(np.float64)
+    w = np.ones(len(p)) if weight is None else \
+        check_nonnegative("weight", as_float_array("weight", weight, min_len=0))
+    check_same_length({"prob": p, "label": y, "weight": w})
     den = (w * y).sum()
     return float((w * p).sum() / den - 1.0) if den > 0 else float("nan")

@@ -33,6 +33,7 @@ from ._validation import (
     as_binary,
     as_float_array,
     check_choice,
+    check_nonnegative,
     check_positive_int,
     check_same_length,
 )
@@ -239,9 +240,10 @@ def weighted_auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray | None
     A plain float (one sort, O(n log n)); :func:`auc` is the unweighted value with its interval.
     Without weights the two agree (tested).
     """
-    y = np.asarray(label).astype(bool)
-    s = np.asarray(score, np.float64)
-    w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
+    y, s = as_binary("label", label, min_len=0), as_float_array("score", score, min_len=0)   # empty: NaN
+    w = np.ones(len(y)) if weight is None else \
+        check_nonnegative("weight", as_float_array("weight", weight, min_len=0))
+    check_same_length({"label": y, "score": s, "weight": w})
     wp, wn = w[y].sum(), w[~y].sum()
     if wp <= 0 or wn <= 0:
         return float("nan")
@@ -271,6 +273,7 @@ def sampled_rank_metrics(scores: np.ndarray, k: int = 10) -> tuple[float, float]
     Returns:
         (HR@k, NDCG@k), each a mean over the n rows.
     """
+    k = check_positive_int("k", k)
     s = np.asarray(scores)
     if s.ndim != 2 or s.shape[1] < 2 or s.shape[0] < 1:
         raise ValueError(f"scores must have shape (n >= 1, 1 + K >= 2), got {s.shape}")

@@ -14,7 +14,8 @@ def test_weighted_auc_is_auc_without_weights_and_counts_pairs_with_them():
     pair_w = w[pos][:, None] * w[neg][None, :]
     right = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
     assert weighted_auc(y, s, w) == pytest.approx((pair_w * right).sum() / pair_w.sum(), abs=1e-12)
-    assert np.isnan(weighted_auc(np.zeros(5, bool), s[:5]))
+    assert np.isnan(weighted_auc(np.zeros(5, bool), s[:5])) and np.isnan(weighted_auc([], []))
+    assert np.isnan(weighted_calibration([], []))
 
 
 def test_weighted_calibration_is_usm_eq10_and_the_estimators_value_without_weights():
