@@ -46,7 +46,7 @@ def load_agent(agent: Callable[[Any], Any] | str) -> Callable[[Any], Any]:
 
 
 @register_policy("gym_agent", "a trained Gymnasium agent (observation -> page of candidate indices) from "
-                              "satbed/Feed-v0, serving deterministically; import policies.gym_adapter")
+                              "satbed/Feed-v0, serving deterministically")
 @dataclass
 class GymAgentPolicy:
     """Serve ``agent``'s pages.
