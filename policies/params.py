@@ -93,6 +93,20 @@ def sizes(name: str, value: Any, *, allow_empty: bool = False) -> None:
         at_least(name, v, 1)
 
 
+def heads_divide(d_model: int, n_heads: int) -> None:
+    """A transformer's width splits evenly over its attention heads."""
+    if d_model % n_heads:
+        raise ParameterError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+
+
+def column_names(name: str, value: Any) -> tuple[str, ...]:
+    """A list of item-table column names (a TOML list or a tuple), as a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) \
+            or not all(isinstance(v, str) for v in value):
+        raise ParameterError(f"{name}={value!r} must be a list of item-table column names")
+    return tuple(value)
+
+
 def choice(name: str, value: Any, options: tuple) -> None:
     if value not in options:
         raise ParameterError(f"{name}={value!r} must be one of {', '.join(map(repr, options))}")

@@ -12,7 +12,7 @@ from numbers import Real
 from typing import Any
 
 from policies.encoders import EncoderConfig
-from policies.params import ParameterError, at_least, flag, nonnegative, positive, probability
+from policies.params import ParameterError, at_least, column_names, flag, heads_divide, nonnegative, positive, probability
 from simulator.schema import SATISFIED_ANSWERS, SURVEY_ANSWERS
 
 
@@ -55,13 +55,9 @@ class EncoderParams:
     def __post_init__(self) -> None:
         for name in ("max_len", "d_model", "n_layers", "n_heads"):
             at_least(name, getattr(self, name), 1)
-        if self.d_model % self.n_heads:
-            raise ParameterError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        heads_divide(self.d_model, self.n_heads)
         probability("dropout", self.dropout, open_right=True)
-        if isinstance(self.item_features, (str, bytes)) or not isinstance(self.item_features, (tuple, list)) \
-                or not all(isinstance(f, str) for f in self.item_features):
-            raise ParameterError(f"item_features={self.item_features!r} must be a list of item-table columns")
-        object.__setattr__(self, "item_features", tuple(self.item_features))
+        object.__setattr__(self, "item_features", column_names("item_features", self.item_features))
 
     def config(self, n_items: int, side_sizes: tuple[int, ...]) -> EncoderConfig:
         """The encoder of a catalogue of ``n_items`` whose item features take ``side_sizes`` values."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.params import ParameterError, at_least, flag, nonnegative, positive, probability, sizes
+from policies.params import at_least, column_names, flag, heads_divide, nonnegative, positive, probability, sizes
 
 AUX_PATIENCE = 3
 """Early-stopping patience of stages 1 and 2 (rho and g)."""
@@ -46,15 +46,10 @@ class EncoderParams:
         for name in ("max_len", "max_len_satisfied", "max_len_dissatisfied", "d_model", "n_layers",
                      "n_layers_feedback", "n_heads", "n_levels"):
             at_least(name, getattr(self, name), 1)
-        if self.d_model % self.n_heads:
-            raise ParameterError(f"d_model={self.d_model!r} must be divisible by n_heads={self.n_heads!r}")
+        heads_divide(self.d_model, self.n_heads)
         probability("dropout", self.dropout, open_right=True)
         probability("user_dropout", self.user_dropout, open_right=True)
-        features = self.item_features
-        if isinstance(features, (str, bytes)) or not isinstance(features, (tuple, list)) \
-                or not all(isinstance(f, str) for f in features):
-            raise ParameterError(f"item_features={features!r} must be a list of item-table column names")
-        object.__setattr__(self, "item_features", tuple(features))
+        object.__setattr__(self, "item_features", column_names("item_features", self.item_features))
 
 
 @dataclass(frozen=True)

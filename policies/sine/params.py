@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Real
 
-from policies.params import ParameterError, at_least, choice, flag, nonnegative, positive, probability
+from policies.params import (ParameterError, at_least, choice, column_names, flag, heads_divide, nonnegative, positive,
+                             probability)
 
 METRICS = ("gauc", "ndcg@10", "hr@10")
 """Validation metrics for early stopping (``train.metric``)."""
@@ -45,16 +46,11 @@ class EncoderParams:
     def __post_init__(self) -> None:
         for name in ("max_len", "d_model", "n_layers", "n_heads"):
             at_least(name, getattr(self, name), 1)
-        if self.d_model % self.n_heads:
-            raise ParameterError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        heads_divide(self.d_model, self.n_heads)
         probability("dropout", self.dropout, open_right=True)
         flag("pre_ln", self.pre_ln)
         flag("item_bias", self.item_bias)
-        features = self.item_features
-        if isinstance(features, (str, bytes)) or not isinstance(features, (tuple, list)) \
-                or not all(isinstance(f, str) for f in features):
-            raise ParameterError(f"item_features={features!r} must be a list of item-table column names")
-        object.__setattr__(self, "item_features", tuple(features))     # a TOML list
+        object.__setattr__(self, "item_features", column_names("item_features", self.item_features))  # a TOML list
 
 
 @dataclass(frozen=True)
