@@ -278,7 +278,7 @@ def _child_main_job(config: ExperimentConfig, run_dir: str) -> MainJob:
     platform: InstrumentedPlatform = _RECORD["platform"]
     writer: TimedLogWriter = platform.log
     marks = sorted(platform.day_marks, key=lambda m: m.day)
-    pre = config.pre_days
+    pre = config.ab.pre_days
     sims, prev = [], platform.run_started
     for m in marks:
         sims.append(m.enter - prev)
@@ -493,11 +493,11 @@ def print_main_job(job: MainJob, config: ExperimentConfig) -> None:
         ("setup (world, tables, buckets, production fit)", job.setup, pct(job.setup, total)),
         ("  World.generate", job.world, ""),
         ("simulate (timings.json)", t.get("simulate", 0.0), pct(t.get("simulate", 0.0), total)),
-        (f"  pre-period, {config.pre_days} days (production)", job.pre_sim, ""),
+        (f"  pre-period, {config.ab.pre_days} days (production)", job.pre_sim, ""),
         ("    serve() + consume()", pre_serve, f"{sum_(pre_stats, 'requests'):,} requests"),
         ("    daily Parquet flush", job.flush_pre, ""),
         ("    clock, sessions, SimPy events, feature end_day", job.pre_sim - pre_serve - job.flush_pre, ""),
-        (f"  experiment, {config.days} days ({len(exp_stats)} buckets)", job.exp_sim,
+        (f"  experiment, {config.ab.days} days ({len(exp_stats)} buckets)", job.exp_sim,
          f"{job.exp_impressions / max(job.exp_sim, 1e-9):,.0f} impressions/s"),
         ("    serve() + consume() = serving phase", exp_serve, f"{sum_(exp_stats, 'requests'):,} requests"),
         ("      recall", sum_(exp_stats, "recall"), ""),
@@ -596,9 +596,9 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     if args.users is not None:
         overrides["world.users.n_users"] = args.users
     if args.pre_days is not None:
-        overrides["pre_days"] = args.pre_days
+        overrides["ab.pre_days"] = args.pre_days
     if args.days is not None:
-        overrides["days"] = args.days
+        overrides["ab.days"] = args.days
     if args.seed is not None:
         overrides["world.seed"] = args.seed
     return with_overrides(config, overrides) if overrides else config
@@ -746,7 +746,7 @@ def main(argv: list[str] | None = None) -> None:
     config = build_config(args)
     world = config.world
     arms = ", ".join(f"{b.name}={b.policy}" for b in config.buckets)
-    print(f"satbed A/B benchmark: {world.users.n_users:,} users, {config.pre_days} pre-days + {config.days} "
+    print(f"satbed A/B benchmark: {world.users.n_users:,} users, {config.ab.pre_days} pre-days + {config.ab.days} "
           f"experiment days, seed {world.seed}, buckets {arms}; k={world.platform.page_size}, "
           f"C={world.platform.n_candidates}, max batch {world.platform.max_batch}, tick {world.platform.tick_s:g} s, "
           f"torch threads {config.torch_threads}" + (f"; config {args.config}" if args.config else ""))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from simulator.config import (ConfigError, SimConfig, check_choice, check_int_at_least, check_nonnegative,
                               check_probability, doc_field)
@@ -15,17 +16,34 @@ from simulator.config import (ConfigError, SimConfig, check_choice, check_int_at
 
 @dataclass(frozen=True, slots=True)
 class BucketConfig:
+    """A policy serving an arm: of an A/B test (``[[buckets]]``) or of a study (``[[policies]]``)."""
     name: str = doc_field("control", "bucket name (letters, digits, '_' and '-')")
     policy: str = doc_field("production", "registered policy serving the bucket (`satbed policies`)")
-    share: float = doc_field(0.5, "share of users assigned to the bucket")
+    share: float | None = doc_field(None, "share of users assigned to the bucket (unset: an equal part of what "
+                                          "the buckets with a share leave)")
     params: dict = field(default_factory=dict, metadata={"doc": "keyword arguments of the policy"})
 
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "_-" for ch in self.name):
             raise ConfigError(f"bucket name={self.name!r} must be non-empty letters, digits, '_' or '-'")
-        check_probability("share", self.share)
+        if self.share is not None:
+            check_probability("share", self.share)
         if not isinstance(self.params, dict):
             raise ConfigError(f"params={self.params!r} must be a table")
+
+
+def with_shares(buckets: tuple[BucketConfig, ...]) -> tuple[BucketConfig, ...]:
+    """The buckets with every unset share filled: equal parts of what the set shares leave (the last
+    unset one absorbs the rounding, so the shares sum to 1 exactly when none is set)."""
+    unset = [i for i, b in enumerate(buckets) if b.share is None]
+    if not unset:
+        return buckets
+    left = 1.0 - sum(b.share for b in buckets if b.share is not None)
+    if left < 0:
+        raise ConfigError(f"bucket shares must sum to 1, but the set ones already sum to {1.0 - left:.6g}")
+    part = left / len(unset)
+    shares = {i: part for i in unset[:-1]} | {unset[-1]: left - part * (len(unset) - 1)}
+    return tuple(replace(b, share=shares[i]) if i in shares else b for i, b in enumerate(buckets))
 
 
 DEFAULT_BUCKETS = (
@@ -40,21 +58,66 @@ with the strongest results in head_to_head) and its click-only twin, and the ora
 DEFAULT_QUESTIONNAIRE_PAIRS = (("easq", "easq_click"),)
 
 
+LEARNING = ("frozen", "update", "refit")
+"""The A/B learning schedules (``ABSettings.learning``), the same for every bucket."""
+
+
 @dataclass(frozen=True, slots=True)
-class ExperimentConfig:
-    """An A/B test on a world; ``world.platform.days`` is not used (see pre_days and days)."""
-    world: SimConfig = field(default_factory=SimConfig)
+class ABSettings:
+    """The periods, learning schedule and statistics of an A/B test: the ``[ab]`` table of an
+    experiment and of every study that runs one (each study sets its own defaults)."""
     pre_days: int = doc_field(3, "days served by the production policy before the experiment (training logs)")
     days: int = doc_field(7, "experiment days")
+    learning: str = doc_field("frozen", "how every bucket's policy learns during the experiment: frozen (the "
+                              "pre-period fit only), update (update() with the bucket's new logs every "
+                              "update_interval_s, update_epochs passes) or refit (refit daily on the pre-period "
+                              "plus the bucket's logs)")
+    update_interval_s: float = doc_field(3600.0, "learning = update: seconds between update() calls")
+    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
+    alpha: float = doc_field(0.05, "significance level of the lift analysis")
+    correction: str = doc_field("holm", "multiple-comparison correction: holm or bh")
+
+    def __post_init__(self) -> None:
+        check_int_at_least("pre_days", self.pre_days, 1)
+        check_int_at_least("days", self.days, 1)
+        check_choice("learning", self.learning, LEARNING)
+        check_nonnegative("update_interval_s", self.update_interval_s)
+        if self.learning == "update" and not self.update_interval_s > 0:
+            raise ConfigError(f"learning='update' needs update_interval_s > 0, got {self.update_interval_s!r}")
+        check_int_at_least("update_epochs", self.update_epochs, 1)
+        check_choice("correction", self.correction, ("holm", "bh"))
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
+
+    @property
+    def experiment_days(self) -> range:
+        """The experiment's day indices (the pre-period is days 0 .. pre_days - 1)."""
+        return range(self.pre_days, self.pre_days + self.days)
+
+    def describe_learning(self) -> str:
+        """The learning schedule in words, for reports (one home for the phrase)."""
+        if self.learning == "update":
+            return (f"learning `update`: every policy with an update() learns from its own bucket's new logs every "
+                    f"{self.update_interval_s / 3600:g} h ({self.update_epochs} pass(es))")
+        if self.learning == "refit":
+            return "learning `refit`: every policy is refit daily on the pre-period plus its own bucket's logs"
+        return "learning `frozen`: every policy serves its pre-period fit"
+
+
+def ab_settings(**defaults: Any) -> Any:
+    """A dataclass field holding an :class:`ABSettings` with a study's own defaults."""
+    return field(default_factory=lambda: ABSettings(**defaults),
+                 metadata={"doc": "the A/B periods, learning schedule and statistics (ABSettings)"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentConfig:
+    """An A/B test on a world; ``world.platform.days`` is not used (see ``ab.pre_days`` and ``ab.days``)."""
+    world: SimConfig = field(default_factory=SimConfig)
+    ab: ABSettings = ab_settings()
     buckets: tuple[BucketConfig, ...] = field(default=DEFAULT_BUCKETS, metadata={"doc": "the arms"})
     control: str = doc_field("control", "name of the control bucket")
     salt: str = doc_field("satbed", "salt of the user-to-bucket hash")
-    learning: str = doc_field("frozen", "how every bucket's policy learns during the experiment: frozen (the "
-                       "pre-period fit only), update (update() with the bucket's new logs every "
-                       "update_interval_s, update_epochs passes) or refit (refit daily on the pre-period "
-                       "plus the bucket's logs)")
-    update_interval_s: float = doc_field(3600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
     policy_seed: int = doc_field(0, "seed of the policies' training randomness (initialisation, negatives, dropout): "
                              "0 derives it from the world seed; another value redraws it on the same world")
     questionnaire_pairs: tuple[tuple[str, str], ...] = doc_field(
@@ -65,12 +128,9 @@ class ExperimentConfig:
                                      "control bucket, their scores logged with its candidates (needs "
                                      "world.platform.log_candidates; see experiments.ope_data): the model that serves "
                                      "a bucket online is the one evaluated off-policy on the control's logs")
-    alpha: float = doc_field(0.05, "significance level of the lift analysis")
-    correction: str = doc_field("holm", "multiple-comparison correction: holm or bh")
     torch_threads: int = doc_field(1, "torch threads (1 is fastest on a busy 2-core machine)")
 
     def __post_init__(self) -> None:
-        check_ab_settings(self)
         check_int_at_least("torch_threads", self.torch_threads, 1)
         check_int_at_least("policy_seed", self.policy_seed, 0)
         names = [b.name for b in self.buckets]
@@ -80,6 +140,7 @@ class ExperimentConfig:
             raise ConfigError(f"bucket names must be unique, got {names}")
         if self.control not in names:
             raise ConfigError(f"control={self.control!r} is not a bucket; buckets: {', '.join(names)}")
+        object.__setattr__(self, "buckets", with_shares(self.buckets))
         total = sum(b.share for b in self.buckets)
         if abs(total - 1.0) > 1e-6:
             raise ConfigError(f"bucket shares must sum to 1, got {total:.6g}")
@@ -109,34 +170,6 @@ class ExperimentConfig:
         return replace(self, buckets=tuple(replace(b, policy=c.policy, params=dict(c.params))
                                            for b in self.buckets))
 
-
-LEARNING = ("frozen", "update", "refit")
-"""The A/B learning schedules (``ExperimentConfig.learning``), the same for every bucket."""
-
-
-def check_ab_settings(config) -> None:
-    """Validate the A/B fields an experiment and the studies that run one share: ``pre_days``,
-    ``days``, ``learning``, ``update_interval_s``, ``update_epochs``, ``correction`` and ``alpha``."""
-    check_int_at_least("pre_days", config.pre_days, 1)
-    check_int_at_least("days", config.days, 1)
-    check_choice("learning", config.learning, LEARNING)
-    check_nonnegative("update_interval_s", config.update_interval_s)
-    if config.learning == "update" and not config.update_interval_s > 0:
-        raise ConfigError(f"learning='update' needs update_interval_s > 0, got {config.update_interval_s!r}")
-    check_int_at_least("update_epochs", config.update_epochs, 1)
-    check_choice("correction", config.correction, ("holm", "bh"))
-    if not 0 < config.alpha < 1:
-        raise ConfigError(f"alpha={config.alpha!r} must be in (0, 1)")
-
-
-def describe_learning(config) -> str:
-    """The learning schedule of an A/B config in words, for reports (one home for the phrase)."""
-    if config.learning == "update":
-        return (f"learning `update`: every policy with an update() learns from its own bucket's new logs every "
-                f"{config.update_interval_s / 3600:g} h ({config.update_epochs} pass(es))")
-    if config.learning == "refit":
-        return "learning `refit`: every policy is refit daily on the pre-period plus its own bucket's logs"
-    return "learning `frozen`: every policy serves its pre-period fit"
 
 
 def default_out(prefix: str, seed: int) -> Path:

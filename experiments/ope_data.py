@@ -432,10 +432,10 @@ def satbed_ope_datasets(run_dir: str | Path, rewards: Sequence[str] = ("watch_ti
             raise ValueError(f"shadow bucket {name!r} ranks deterministically (no temperature in its params): "
                              "a deterministic target has no importance weight")
         temperature[name] = float(t)
-    days = list(range(config.pre_days, config.pre_days + config.days))
+    days = list(config.ab.experiment_days)
     pages = logged_pages(run_dir, bucket=config.control, days=days,
                          columns=["propensity", "propensity_marginal", *rewards])
-    pre = read_impressions(run_dir / "logs", days=range(config.pre_days), columns=["item_id", *rewards])
+    pre = read_impressions(run_dir / "logs", days=range(config.ab.pre_days), columns=["item_id", *rewards])
     models = {r: ItemMeanReward(prior_count).fit(pre["item_id"].to_numpy(), pre[r].to_numpy(np.float64))
               for r in rewards}
     streams = np.random.SeedSequence(seed).spawn(len(config.shadow))

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from experiments.metrics import METRICS, METRICS_BY_NAME
-from experiments.config import describe_learning
 from simulator.atomic import atomic_write_text
 from simulator.figures import COLORS, save_figure, subplots
 
@@ -154,8 +153,8 @@ def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
     title = "A/A test" if aa else "A/B test"
     lines = [f"# {title} report", "",
              f"World seed {config.world.seed}; {config.world.users.n_users:,} users, "
-             f"{config.world.catalog.n_items:,} items; pre-period {config.pre_days} days (production policy), "
-             f"experiment {config.days} days; {describe_learning(config)}; policy seed {config.policy_seed}.", "",
+             f"{config.world.catalog.n_items:,} items; pre-period {config.ab.pre_days} days (production policy), "
+             f"experiment {config.ab.days} days; {config.ab.describe_learning()}; policy seed {config.policy_seed}.", "",
              "| bucket | policy | share | users |", "|---|---|---|---|"]
     overall = pd.read_csv(out / "metrics_overall.csv").set_index("bucket")
     for b in config.buckets:
@@ -170,7 +169,7 @@ def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
                   "Every metric of each pair: `questionnaire_lifts.csv`.", ""]
     lines += [f"## Lifts vs `{config.control}` over the experiment", "",
               "Ratio metrics use the delta method on per-user sums, AUT and active-day rate Welch's test on "
-              f"per-user values; p-values are {config.correction}-corrected over all non-oracle tests. "
+              f"per-user values; p-values are {config.ab.correction}-corrected over all non-oracle tests. "
               "The response-debiased survey rates reweight respondents by 1 / P̂(submit | shown) from a "
               "submit model on observable behaviour (USM Eq. 13); where answering depends on the latent "
               "satisfaction itself they can be further from the truth than the raw rate — compare them "
@@ -187,7 +186,7 @@ def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
                      f"{_pct(r['lift'])}{star} | [{_pct(r['lift_ci_low'])}, {_pct(r['lift_ci_high'])}] | "
                      f"{r['p_value']:.3g} | {_p(r['p_adjusted'])} |")
     lines += ["", "`*` significant at alpha = "
-              f"{config.alpha} after correction.", "",
+              f"{config.ab.alpha} after correction.", "",
               "## Daily lifts", "", "![daily lifts](daily_lifts.png)", "",
               "## Overall lifts", "", "![overall lifts](lifts.png)", "",
               "## Files", "",

@@ -116,7 +116,7 @@ class _Run:
         self.started = time.perf_counter()
         self.timings: dict[str, float] = {"simulate": 0.0, "train": 0.0, "update": 0.0}
         self.names = [b.name for b in config.buckets]
-        self.last_day = config.pre_days + config.days - 1
+        self.last_day = config.ab.pre_days + config.ab.days - 1
 
     def build(self) -> None:
         from policies import make_policy
@@ -157,10 +157,10 @@ class _Run:
         with ``learning = refit`` refit daily."""
         config = self.config
         self.timings["simulate"] += time.perf_counter() - self.day_started
-        if day == config.pre_days - 1:
+        if day == config.ab.pre_days - 1:
             self.fit_all(day)
             self.start_buckets()
-        elif config.learning == "refit" and config.pre_days <= day < self.last_day:
+        elif config.ab.learning == "refit" and config.ab.pre_days <= day < self.last_day:
             self.fit_all(day)
         write_status(self.out, "running", days_done=day + 1, days_total=self.last_day + 1, kind=self.kind)
         self.bar.update(1)
@@ -173,7 +173,7 @@ class _Run:
         platform.set_buckets(self.buckets, self.assignment)
         if config.shadow:
             platform.set_shadow(config.control, {name: self.policies[name] for name in config.shadow})
-        if config.learning == "update":
+        if config.ab.learning == "update":
             for b in self.buckets:
                 if callable(getattr(b.policy, "update", None)):
                     platform.add_process(lambda env, b=b: self.online_updates(env, b))
@@ -181,12 +181,12 @@ class _Run:
     def fit_all(self, day: int) -> None:
         """Fit every bucket's policy: on the pre-period's logs, or (refit) on them plus its own bucket's."""
         t0, config = time.perf_counter(), self.config
-        train = _observable(read_impressions(self.out / "logs", days=range(config.pre_days)), self.items, self.users)
+        train = _observable(read_impressions(self.out / "logs", days=range(config.ab.pre_days)), self.items, self.users)
         for i, b in enumerate(config.buckets):
             policy = self.policies[b.name]
             if getattr(policy, "requires_world", False):
                 policy.attach(self.world, PlatformState(self.platform))
-            data = train if day < config.pre_days else self.own_logs(b.name, day)
+            data = train if day < config.ab.pre_days else self.own_logs(b.name, day)
             self.bar.set_postfix_str(f"fitting {b.name} ({b.policy}) on {len(data):,} impressions")
             policy.fit(data, rng=self.policy_rngs[i])
         self.bar.set_postfix_str("")
@@ -194,7 +194,7 @@ class _Run:
 
     def own_logs(self, bucket: str, upto: int) -> LogData:
         """The pre-period's logs and the bucket's own experiment-day logs up to day ``upto``."""
-        logs, pre_days = self.out / "logs", self.config.pre_days
+        logs, pre_days = self.out / "logs", self.config.ab.pre_days
         pre_logs = read_impressions(logs, days=range(pre_days))
         mine = read_impressions(logs, days=range(pre_days, upto + 1), buckets=[bucket])
         return _observable(pd.concat([pre_logs, mine], ignore_index=True), self.items, self.users)
@@ -202,12 +202,12 @@ class _Run:
     def online_updates(self, env, bucket: Bucket):
         """A SimPy process: every ``update_interval_s`` the bucket's policy learns from its new logs."""
         while True:
-            yield env.timeout(self.config.update_interval_s)
+            yield env.timeout(self.config.ab.update_interval_s)
             table = self.writer.take_new(bucket.index)
             if table is not None and table.num_rows:
                 t0 = time.perf_counter()
                 bucket.policy.update(_observable(table.to_pandas(), self.obs_items, self.obs_users),
-                                     epochs=self.config.update_epochs)
+                                     epochs=self.config.ab.update_epochs)
                 self.timings["update"] += time.perf_counter() - t0
 
     def finish(self, report: bool) -> ExperimentResult:
@@ -230,17 +230,17 @@ class _Run:
 def analyse(out: Path, config: ExperimentConfig, names: list[str], assignment: np.ndarray,
             users: pd.DataFrame, timings: dict[str, float]) -> ExperimentResult:
     """Per-bucket-per-day metrics, daily and overall lifts vs control, SRM; writes the CSVs."""
-    days = list(range(config.pre_days, config.pre_days + config.days))
+    days = list(config.ab.experiment_days)
     overall, by_day = _bucket_sums(out, config, names, assignment, users, daily=True)
     daily_rows, daily_lift_rows = [], []
     for d in days:
         sums = by_day[d]
         for n in names:
             daily_rows.append({"bucket": n, "day": d, **metric_values(sums[n])})
-        table = lift_table(sums, config.control, alpha=config.alpha, correction=config.correction)
+        table = lift_table(sums, config.control, alpha=config.ab.alpha, correction=config.ab.correction)
         table.insert(1, "day", d)
         daily_lift_rows.append(table)
-    lifts = lift_table(overall, config.control, alpha=config.alpha, correction=config.correction)
+    lifts = lift_table(overall, config.control, alpha=config.ab.alpha, correction=config.ab.correction)
     daily = pd.DataFrame(daily_rows)
     daily_lifts = pd.concat(daily_lift_rows, ignore_index=True)
     shares = {b.name: b.share for b in config.buckets}
@@ -260,8 +260,8 @@ def questionnaire_lifts(overall: dict[str, pd.DataFrame], config: ExperimentConf
     pair's metrics."""
     tables = []
     for treatment, twin in config.questionnaire_pairs:
-        table = lift_table({twin: overall[twin], treatment: overall[treatment]}, twin, alpha=config.alpha,
-                           correction=config.correction)
+        table = lift_table({twin: overall[twin], treatment: overall[treatment]}, twin, alpha=config.ab.alpha,
+                           correction=config.ab.correction)
         tables.append(table.assign(twin=twin))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
@@ -269,7 +269,7 @@ def questionnaire_lifts(overall: dict[str, pd.DataFrame], config: ExperimentConf
 def _bucket_sums(out: Path, config: ExperimentConfig, names: list[str], assignment: np.ndarray,
                  users: pd.DataFrame, *, daily: bool) -> tuple[dict, dict]:
     """Per-user sums of every bucket over the experiment period (and, with ``daily``, per day)."""
-    days = list(range(config.pre_days, config.pre_days + config.days))
+    days = list(config.ab.experiment_days)
     logs = read_impressions(out / "logs", days=days, columns=ANALYSIS_COLUMNS)
     weights = submit_weights(logs, users)
     bucket_of = logs["bucket"].astype(str).to_numpy()
@@ -295,7 +295,7 @@ def lifts_against(run_dir: str | Path, config: ExperimentConfig,
         if reference not in names:
             raise ConfigError(f"reference={reference!r} is not a bucket; buckets: {', '.join(names)}")
     overall = bucket_sums(run_dir, config)
-    return {r: lift_table(overall, r, alpha=config.alpha, correction=config.correction) for r in references}
+    return {r: lift_table(overall, r, alpha=config.ab.alpha, correction=config.ab.correction) for r in references}
 
 
 def bucket_sums(run_dir: str | Path, config: ExperimentConfig) -> dict[str, pd.DataFrame]:

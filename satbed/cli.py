@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=HelpFormatter)
         p.add_argument("--config", metavar="FILE.toml", help="experiment config (e.g. studies/configs/NAME.toml)")
         p.add_argument("--scenario", metavar="NAME", help=SCENARIO_HELP + " (the world of the experiment; its "
-                       "platform.days is not used, see --pre_days and --days)")
+                       "platform.days is not used, see --ab.pre_days and --ab.days)")
         p.add_argument("--seed", type=int, help="world seed (overrides world.seed)")
         p.add_argument("--out", metavar="DIR", help=f"run directory (default: runs/{name}-seed<N>-<time>)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")

@@ -370,8 +370,10 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     return value
 
 
-RENAMED = {"retrain_daily": 'replaced by learning = "refit" (true) or learning = "frozen" (false); '
-                            'policies with update() learn online only with learning = "update"'}
+RENAMED = {"retrain_daily": 'replaced by ab.learning = "refit" (true) or ab.learning = "frozen" (false); '
+                            'policies with update() learn online only with ab.learning = "update"',
+           **{k: f"the A/B settings moved to the [ab] table: ab.{k}" for k in
+              ("pre_days", "days", "learning", "update_interval_s", "update_epochs", "alpha", "correction")}}
 """Keys of older configs, with what replaced them (named in the unknown-key error)."""
 
 

@@ -29,10 +29,10 @@ import pandas as pd
 
 from simulator.config import (ConfigError, SimConfig, doc_field, check_choice, check_int_at_least,
                               dump_toml, from_dict, to_dict, with_overrides)
-from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.metrics import METRICS_BY_NAME
-from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
-                          run_ab_cell, run_facts)
+from studies.engine.base import (Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
+                                 run_ab_cell, run_facts)
 from studies.head_to_head import pooled_lifts
 from studies.engine.offline import METRICS as OFFLINE_METRICS
 from studies.engine.offline import TARGETS, evaluate_policies
@@ -56,7 +56,7 @@ class ReplicationConfig:
     policy_seeds: tuple[int, ...] = doc_field((0,), "online: policy training seeds (ExperimentConfig.policy_seed); every "
                                              "world seed's A/B test runs with each")
     # offline
-    offline: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "rows of the offline table"})
+    offline: tuple[BucketConfig, ...] = field(default=(), metadata={"doc": "rows of the offline table"})
     log_days: int = doc_field(3, "offline: production-served days simulated; the last test_days are the test")
     test_days: int = doc_field(1, "offline: held-out days")
     n_negatives: int = doc_field(99, "offline: sampled negatives per ranking target")
@@ -64,18 +64,11 @@ class ReplicationConfig:
     offline_metrics: tuple[str, ...] = doc_field(("ndcg@10", "mrr"), "offline metrics of the table")
     extra: str = doc_field("", "extra offline metrics ('' or 'usm': survey-head AUC / calibration)")
     # online
-    online: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "A/B buckets, control included"})
+    online: tuple[BucketConfig, ...] = field(default=(), metadata={"doc": "A/B buckets, control included"})
     control: str = doc_field("production", "control bucket of the A/B test")
-    pre_days: int = doc_field(2, "online: production-served days whose logs train the buckets")
-    days: int = doc_field(3, "online: experiment days")
-    learning: str = doc_field("frozen", "online: how every bucket learns during the test: frozen, update or refit "
-                                 "(ExperimentConfig.learning)")
-    update_interval_s: float = doc_field(3600.0, "online: learning = update: seconds between update() calls")
-    update_epochs: int = doc_field(1, "online: learning = update: passes over the new logs per update() call")
+    ab: ABSettings = ab_settings(pre_days=2, days=3)
     online_metrics: tuple[str, ...] = doc_field(("aut", "avt", "p2n"), "A/B metrics of the lift table")
     daily_metrics: tuple[str, ...] = doc_field(("aut", "avt", "p2n"), "metrics plotted day by day")
-    alpha: float = doc_field(0.05, "significance level")
-    correction: str = doc_field("holm", "multiple-comparison correction of the lift table: holm or bh")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
@@ -85,7 +78,6 @@ class ReplicationConfig:
         check_int_at_least("n_negatives", self.n_negatives, 1)
         check_choice("target", self.target, TARGETS)
         check_choice("extra", self.extra, ("", *EXTRA_METRICS))
-        check_ab_settings(self)
         if not self.offline and not self.online:
             raise ConfigError("a replication needs offline rows, online buckets or both; got neither")
         if self.offline:
@@ -115,15 +107,12 @@ class ReplicationConfig:
     def experiment(self, seed: int = 0, policy_seed: int = 0) -> ExperimentConfig:
         """The A/B test of one world seed and policy seed."""
         world = self.world
-        return ExperimentConfig(world=replace(world, seed=seed), pre_days=self.pre_days, days=self.days,
+        return ExperimentConfig(world=replace(world, seed=seed), ab=self.ab,
                                 policy_seed=policy_seed,
-                                buckets=policy_buckets(self.online, world), control=self.control,
-                                learning=self.learning, update_interval_s=self.update_interval_s,
-                                update_epochs=self.update_epochs,
-                                alpha=self.alpha, correction=self.correction)
+                                buckets=policy_buckets(self.online, world), control=self.control)
 
 
-def check_rows(specs: tuple[PolicySpec, ...]) -> None:
+def check_rows(specs: tuple[BucketConfig, ...]) -> None:
     """Every offline row names a registered policy with valid parameters."""
     from policies import UnknownPolicyError, make_policy
     for i, p in enumerate(specs):
@@ -147,7 +136,7 @@ def run_offline(params: dict, seed: int) -> list[dict]:
     world = with_overrides(from_dict(SimConfig, params["world"]), {"seed": seed})
     logs = simulate_logs(world)
     extra = _resolve(params["extra_fn"]) if params["extra_fn"] else None
-    return evaluate_policies(logs, world, [PolicySpec(**p) for p in params["policies"]],
+    return evaluate_policies(logs, world, [BucketConfig(**p) for p in params["policies"]],
                              test_days=params["test_days"], n_negatives=params["n_negatives"], seed=seed,
                              target=params["target"], extra=extra)
 
@@ -241,7 +230,7 @@ def offline_plot(summary: pd.DataFrame, table: pd.DataFrame, config: Replication
 
 def online_summary(table: pd.DataFrame, config: ReplicationConfig) -> pd.DataFrame:
     lifts = table[table["kind"] == "lift"]
-    return pooled_lifts(lifts, alpha=config.alpha, metrics=config.online_metrics, correction=config.correction,
+    return pooled_lifts(lifts, alpha=config.ab.alpha, metrics=config.online_metrics, correction=config.ab.correction,
                         policy_of={p.name: p.policy for p in config.online})
 
 
@@ -269,7 +258,7 @@ def daily_plot(table: pd.DataFrame, config: ReplicationConfig, out: Path, labels
     metrics = list(config.daily_metrics)
     if dl.empty or not metrics:
         return None
-    z = z_value(config.alpha)
+    z = z_value(config.ab.alpha)
     fig, axes = subplots(2, len(metrics), figsize=(4.4 * len(metrics), 6.4), constrained_layout=True,
                              squeeze=False)
     treat = [p.name for p in config.online if p.name != config.control]
@@ -312,9 +301,9 @@ def describe(config: ReplicationConfig) -> str:
                      f"(`studies.engine.offline`: next {config.target.replace('_', ' ')} against {config.n_negatives} "
                      "sampled items; clicks vs skips; one fit per seed).")
     if config.online:
-        parts.append(f"Online: {config.pre_days} production-served day(s) train the buckets, then a "
-                     f"{config.days}-day A/B test of {len(config.online)} equal buckets vs `{config.control}`; "
-                     f"{describe_learning(config)}.")
+        parts.append(f"Online: {config.ab.pre_days} production-served day(s) train the buckets, then a "
+                     f"{config.ab.days}-day A/B test of {len(config.online)} equal buckets vs `{config.control}`; "
+                     f"{config.ab.describe_learning()}.")
     return " ".join(parts)
 
 
@@ -344,8 +333,8 @@ def summarise(config: ReplicationConfig, table: pd.DataFrame, out: Path, *, verd
         tables["offline_by_seed"] = table[table["kind"] == "offline"]
     if pooled is not None:
         md += [f"## Online: lifts vs `{config.control}` (random-effects pooled over seeds, "
-               f"{1 - config.alpha:.0%} CI)", "", online_markdown(pooled, config, labels), "",
-               f"`*` significant after {config.correction} correction over the non-oracle tests of the table."]
+               f"{1 - config.ab.alpha:.0%} CI)", "", online_markdown(pooled, config, labels), "",
+               f"`*` significant after {config.ab.correction} correction over the non-oracle tests of the table."]
         runs = table[table["kind"] == "run"]
         if "srm_p" in runs:
             md += [f"Sample-ratio-mismatch p-values: {', '.join(f'{v:.2f}' for v in runs['srm_p'])}."]
@@ -434,7 +423,7 @@ def _offline_claim(claim: Claim, config: ReplicationConfig, by_seed: pd.DataFram
                                                                aggfunc="mean")
     pair = t.reindex(columns=[claim.treatment, claim.baseline]).dropna()
     f = np.abs if claim.absolute else (lambda v: v)
-    effect, low, high, n = mean_ci(f(pair[claim.treatment]) - f(pair[claim.baseline]), config.alpha)
+    effect, low, high, n = mean_ci(f(pair[claim.treatment]) - f(pair[claim.baseline]), config.ab.alpha)
     return {**row, "effect": effect, "ci_low": low, "ci_high": high, "n": n,
             "reason": "one seed: no CI" if n == 1 else "no value" if n == 0 else ""}
 
@@ -458,7 +447,7 @@ def _online_claim(claim: Claim, config: ReplicationConfig, pooled: pd.DataFrame 
         # independent-errors interval is conservative
         b = p.loc[claim.baseline]
         effect = float(r["lift"] - b["lift"])
-        half = z_value(config.alpha) * float(np.hypot(r["stderr"], b["stderr"]))
+        half = z_value(config.ab.alpha) * float(np.hypot(r["stderr"], b["stderr"]))
         low, high = effect - half, effect + half
     return {**row, "effect": effect, "ci_low": low, "ci_high": high, "n": n,
             "reason": "" if np.isfinite(effect) else "no value"}

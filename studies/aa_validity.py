@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from simulator.config import ConfigError, SimConfig, doc_field, check_choice, check_int_at_least, from_dict, to_dict
-from experiments.config import BucketConfig, ExperimentConfig
+from simulator.config import SimConfig, doc_field, check_int_at_least, from_dict, to_dict
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import run_experiment
 from experiments.metrics import METRICS, METRICS_BY_NAME
-from studies.engine.base import PolicySpec, Summary, check_policies, register_study, study_main
+from studies.engine.base import Summary, check_policies, register_study, study_main
 from studies.engine.reporting import COLORS, markdown_table, num, pct, save_figure, wilson
 from studies.engine.sweep import Cell
 
@@ -53,23 +53,17 @@ class AAValidityConfig:
                                                                           "(its seed is replaced)"})
     replications: int = doc_field(200, "A/A tests; replication r uses seed first_seed + r")
     first_seed: int = doc_field(0, "seed of the first replication")
-    pre_days: int = doc_field(1, "production-served days before the A/A period")
-    days: int = doc_field(1, "A/A days")
+    ab: ABSettings = ab_settings(pre_days=1, days=1)
     n_buckets: int = doc_field(2, "buckets (all on the same policy); each non-control one is a test")
-    policy: PolicySpec = field(default_factory=PolicySpec, metadata={"doc": "the policy of every bucket"})
-    alpha: float = doc_field(0.05, "significance level of every test")
-    correction: str = doc_field("holm", "multiple-comparison correction of the report's family: holm or bh")
+    policy: BucketConfig = field(default_factory=BucketConfig, metadata={"doc": "the policy of every bucket"})
 
     def __post_init__(self) -> None:
         check_int_at_least("replications", self.replications, 2)
         check_int_at_least("first_seed", self.first_seed, 0)
         check_int_at_least("n_buckets", self.n_buckets, 2)
-        check_choice("correction", self.correction, ("holm", "bh"))
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
-        twin = PolicySpec(f"{self.policy.name}_twin", self.policy.policy, dict(self.policy.params))
+        twin = BucketConfig(f"{self.policy.name}_twin", self.policy.policy, params=dict(self.policy.params))
         check_policies((self.policy, twin), self.policy.name)
-        self.experiment(0)          # validates pre_days, days and the buckets
+        self.experiment(0)          # validates the buckets
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -80,9 +74,8 @@ class AAValidityConfig:
         share = 1.0 / self.n_buckets
         names = [self.policy.name] + [f"aa{i}" for i in range(1, self.n_buckets)]
         buckets = tuple(BucketConfig(n, self.policy.policy, share, dict(self.policy.params)) for n in names)
-        return ExperimentConfig(world=replace(self.world, seed=seed), pre_days=self.pre_days, days=self.days,
-                                buckets=buckets, control=self.policy.name, salt=f"satbed-aa-{seed}",
-                                alpha=self.alpha, correction=self.correction)
+        return ExperimentConfig(world=replace(self.world, seed=seed), ab=self.ab,
+                                buckets=buckets, control=self.policy.name, salt=f"satbed-aa-{seed}")
 
 
 def run_cell(params: dict, seed: int) -> list[dict]:
@@ -201,16 +194,16 @@ def _uniformity_note(rates: pd.DataFrame) -> str:
 
 
 def summarise(config: AAValidityConfig, table: pd.DataFrame, out: Path) -> Summary:
-    rates = metric_rates(table, config.alpha)
-    family = family_rates(table, config.alpha)
-    figures = _plots(rates, table, out, config.alpha)
+    rates = metric_rates(table, config.ab.alpha)
+    family = family_rates(table, config.ab.alpha)
+    figures = _plots(rates, table, out, config.ab.alpha)
     flagged = rates[rates["flag"] != "ok"]
     holds = bool(flagged.empty) if len(rates) else None
     fw = family.iloc[0]
     if holds:
-        verdict = (f"Every metric's A/A false-positive rate is consistent with alpha = {config.alpha} "
+        verdict = (f"Every metric's A/A false-positive rate is consistent with alpha = {config.ab.alpha} "
                    f"(Bonferroni-adjusted Wilson intervals over {len(rates)} metrics), and the family-wise "
-                   f"rate after {config.correction} correction is {pct(fw['rate'], 1, False)}.")
+                   f"rate after {config.ab.correction} correction is {pct(fw['rate'], 1, False)}.")
     else:
         verdict = ("Not for every metric: " + ", ".join(f"{r.metric} is {r.flag} "
                                                           f"({pct(r.false_positive_rate, 1, False)})"
@@ -221,15 +214,15 @@ def summarise(config: AAValidityConfig, table: pd.DataFrame, out: Path) -> Summa
         cov=[f"{pct(v, 1, False)} [{pct(lo, 1, False)}, {pct(hi, 1, False)}]"
              for v, lo, hi in zip(rates["coverage"], rates["coverage_low"], rates["coverage_high"])])
     shown = shown[["label", "tests", "undefined", "fpr", "cov", "ks_p", "flag"]].rename(columns={
-        "label": "metric", "fpr": f"false-positive rate (alpha {config.alpha})",
-        "cov": f"{1 - config.alpha:.0%} CI covers 0", "ks_p": "KS p (uniform p-values)"})
+        "label": "metric", "fpr": f"false-positive rate (alpha {config.ab.alpha})",
+        "cov": f"{1 - config.ab.alpha:.0%} CI covers 0", "ks_p": "KS p (uniform p-values)"})
     fam_shown = family.assign(rate=[f"{pct(v, 1, False)} [{pct(lo, 1, False)}, {pct(hi, 1, False)}]"
                                     for v, lo, hi in zip(family["rate"], family["rate_low"], family["rate_high"])])
     fam_shown = fam_shown[["check", "replications", "rate", "nominal"]]
     tests_per = config.n_buckets - 1
     md = [f"{config.replications} A/A replications (seeds {config.seeds[0]}..{config.seeds[-1]}), each a fresh "
           f"world of {config.world.users.n_users:,} users and {config.world.catalog.n_items:,} items, "
-          f"{config.pre_days} pre-period day(s) and {config.days} A/A day(s), {config.n_buckets} buckets on "
+          f"{config.ab.pre_days} pre-period day(s) and {config.ab.days} A/A day(s), {config.n_buckets} buckets on "
           f"`{config.policy.policy}` ({tests_per} test(s) per metric and replication).", "",
           "## False-positive rate and coverage per metric", "",
           markdown_table(shown, {"KS p (uniform p-values)": lambda v: num(v, 3)}), "",

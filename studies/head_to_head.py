@@ -32,10 +32,10 @@ import pandas as pd
 
 from estimators import adjust_pvalues
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict
-from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.metrics import METRICS_BY_NAME
-from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
-                          register_study, run_ab_cell, run_facts, study_main)
+from studies.engine.base import (Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
+                                 register_study, run_ab_cell, run_facts, study_main)
 from studies.engine.reporting import (forest_plot, interval, markdown_table, normal_p, pct, random_effects,
                                spread_sources, world_means, z_value)
 from studies.engine.sweep import Cell
@@ -52,24 +52,16 @@ class HeadToHeadConfig:
     seeds: tuple[int, ...] = doc_field((0, 1, 2), "world seeds: one A/B test per seed and policy seed")
     policy_seeds: tuple[int, ...] = doc_field((0,), "policy training seeds (ExperimentConfig.policy_seed): every world "
                                              "seed runs with each")
-    pre_days: int = doc_field(2, "production-served days whose logs train the policies")
-    days: int = doc_field(3, "experiment days")
-    policies: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "the arms, control included"})
+    ab: ABSettings = ab_settings(pre_days=2, days=3)
+    policies: tuple[BucketConfig, ...] = field(default=(), metadata={"doc": "the arms, control included"})
     control: str = doc_field("production", "name of the control policy (the production bucket)")
-    learning: str = doc_field("frozen", "how every bucket learns during the test: frozen, update or refit "
-                                 "(ExperimentConfig.learning)")
-    update_interval_s: float = doc_field(3600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
     metrics: tuple[str, ...] = doc_field(("aut", "avt", "p2n", "skip_rate", "like_rate", "dislike_rate",
                                    "survey_like_rate_debiased", "survey_issue_rate_debiased", "oracle_satisfaction"),
                                   "metrics of the table, the correction family and the forest plot")
-    alpha: float = doc_field(0.05, "significance level")
-    correction: str = doc_field("holm", "multiple-comparison correction over the table: holm or bh")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
         check_seeds("policy_seeds", self.policy_seeds)
-        check_ab_settings(self)
         check_policies(self.policies, self.control)
         for m in self.metrics:
             if m not in METRICS_BY_NAME:
@@ -79,12 +71,9 @@ class HeadToHeadConfig:
 
     def experiment(self, seed: int = 0, policy_seed: int = 0) -> ExperimentConfig:
         """The A/B test of one world seed and policy seed."""
-        return ExperimentConfig(world=replace(self.world, seed=seed), pre_days=self.pre_days, days=self.days,
+        return ExperimentConfig(world=replace(self.world, seed=seed), ab=self.ab,
                                 policy_seed=policy_seed,
-                                buckets=policy_buckets(self.policies, self.world), control=self.control,
-                                learning=self.learning, update_interval_s=self.update_interval_s,
-                                update_epochs=self.update_epochs,
-                                alpha=self.alpha, correction=self.correction)
+                                buckets=policy_buckets(self.policies, self.world), control=self.control)
 
 
 def run_cell(params: dict, seed: int) -> list[dict]:
@@ -167,7 +156,7 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
     lifts = table[table["kind"] == "lift"].copy()
     runs = table[table["kind"] == "run"]
     policy_of = {p.name: p.policy for p in config.policies}
-    pooled = pooled_lifts(lifts, alpha=config.alpha, metrics=config.metrics, correction=config.correction,
+    pooled = pooled_lifts(lifts, alpha=config.ab.alpha, metrics=config.metrics, correction=config.ab.correction,
                           policy_of=policy_of)
     treat = [p.name for p in config.policies if p.name != config.control]
     oracle_tag = {p.name: " (oracle)" for p in config.policies if is_oracle(p.policy)}
@@ -185,23 +174,23 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
         ci=[interval(lo, hi, pct) for lo, hi in zip(pooled["lift_low"], pooled["lift_high"])],
         seeds_up=[f"{a}/{n}" for a, n in zip(pooled["positive_seeds"], pooled["runs"])])
     shown = shown[["policy", "metric", "lift_", "ci", "p_value", "p_adjusted", "seeds_up", "significant_seeds"]]
-    shown = shown.rename(columns={"lift_": "lift", "ci": f"{1 - config.alpha:.0%} CI",
-                                  "p_adjusted": f"p ({config.correction})", "seeds_up": "runs with lift > 0",
+    shown = shown.rename(columns={"lift_": "lift", "ci": f"{1 - config.ab.alpha:.0%} CI",
+                                  "p_adjusted": f"p ({config.ab.correction})", "seeds_up": "runs with lift > 0",
                                   "significant_seeds": "runs significant (own run)"})
     fmt_p = {"p_value": lambda v: "" if not np.isfinite(v) else f"{v:.3g}",
-             f"p ({config.correction})": lambda v: "" if not np.isfinite(v) else f"{v:.3g}"}
+             f"p ({config.ab.correction})": lambda v: "" if not np.isfinite(v) else f"{v:.3g}"}
     srm = runs["srm_p"].to_numpy(float)
     train = runs["train_s"].to_numpy(float) if "train_s" in runs else np.array([np.nan])
     lines = [f"{len(config.seeds) * len(config.policy_seeds)} A/B test(s) (world seeds {list(config.seeds)} x "
              f"policy seeds {list(config.policy_seeds)}), each on a fresh world of "
-             f"{config.world.users.n_users:,} users and {config.world.catalog.n_items:,} items: {config.pre_days} "
-             f"production-served day(s) train the policies, then {config.days} day(s) with {len(config.policies)} "
-             f"equal buckets; control `{config.control}`; {describe_learning(config)}.",
+             f"{config.world.users.n_users:,} users and {config.world.catalog.n_items:,} items: {config.ab.pre_days} "
+             f"production-served day(s) train the policies, then {config.ab.days} day(s) with {len(config.policies)} "
+             f"equal buckets; control `{config.control}`; {config.ab.describe_learning()}.",
              "", "| bucket | policy | params |", "|---|---|---|"]
     lines += [f"| {p.name}{oracle_tag.get(p.name, '')} | `{p.policy}` | {p.params or ''} |" for p in config.policies]
     lines += ["", f"## Lifts vs `{config.control}` (random-effects pooled over seeds)", "",
               markdown_table(shown, fmt_p), "",
-              f"`*` significant at alpha = {config.alpha} after {config.correction} correction over the "
+              f"`*` significant at alpha = {config.ab.alpha} after {config.ab.correction} correction over the "
               f"{int((~pooled['oracle_metric']).sum())} non-oracle tests of this table. Oracle rows read the "
               "ground truth: upper bounds, not deployable policies.", "",
               "![forest plot](forest.png)", "",

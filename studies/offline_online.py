@@ -34,11 +34,11 @@ import pandas as pd
 from scipy import stats
 
 from simulator.config import ConfigError, SimConfig, doc_field, check_int_at_least, from_dict, to_dict
-from experiments.config import ExperimentConfig
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import run_experiment
 from experiments.metrics import METRICS_BY_NAME
-from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
-                          register_study, study_main, world_variant)
+from studies.engine.base import (Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
+                                 register_study, study_main, world_variant)
 from studies.engine.offline import METRICS as OFFLINE_METRICS
 from studies.engine.reporting import COLORS, markdown_table, mean_ci, num, save_figure
 from studies.engine.sweep import Cell
@@ -67,24 +67,19 @@ class OfflineOnlineConfig:
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "base world (its seed is replaced)"})
     settings: tuple[Setting, ...] = field(default=(Setting(),), metadata={"doc": "world settings"})
     seeds: tuple[int, ...] = doc_field((0, 1), "world seeds; every setting runs every seed")
-    pre_days: int = doc_field(3, "production-served days (the online training logs; offline: train + test)")
-    days: int = doc_field(3, "online experiment days")
+    ab: ABSettings = ab_settings(pre_days=3, days=3)
     test_days: int = doc_field(1, "last pre-period days held out for the offline evaluation")
     n_negatives: int = doc_field(99, "sampled negatives per offline ranking target")
-    policies: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "the policies, control included"})
+    policies: tuple[BucketConfig, ...] = field(default=(), metadata={"doc": "the policies, control included"})
     control: str = doc_field("production", "the control policy of the online test")
     offline_metrics: tuple[str, ...] = doc_field(("ndcg@10", "auc"), "offline metrics (studies.engine.offline.METRICS)")
     online_metrics: tuple[str, ...] = doc_field(("aut", "p2n", "oracle_satisfaction"), "online lifts (A/B metrics)")
-    alpha: float = doc_field(0.05, "1 - confidence level of the tau intervals")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
         check_int_at_least("test_days", self.test_days, 1)
-        check_int_at_least("pre_days", self.pre_days, self.test_days + 1)
-        check_int_at_least("days", self.days, 1)
+        check_int_at_least("ab.pre_days", self.ab.pre_days, self.test_days + 1)
         check_int_at_least("n_negatives", self.n_negatives, 1)
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
         check_policies(self.policies, self.control)
         if len(self.policies) < 3:
             raise ConfigError(f"policies must list at least 3 for a rank correlation, got {len(self.policies)}")
@@ -111,16 +106,16 @@ class OfflineOnlineConfig:
 
     def experiment(self, setting: Setting, seed: int = 0) -> ExperimentConfig:
         world = self.world_of(setting)
-        return ExperimentConfig(world=replace(world, seed=seed), pre_days=self.pre_days, days=self.days,
+        return ExperimentConfig(world=replace(world, seed=seed), ab=self.ab,
                                 buckets=policy_buckets(self.policies, world), control=self.control)
 
 
-def offline_rows(run_dir: Path, config: ExperimentConfig, policies: list[PolicySpec], *, test_days: int,
+def offline_rows(run_dir: Path, config: ExperimentConfig, policies: list[BucketConfig], *, test_days: int,
                  n_negatives: int, seed: int) -> list[dict]:
     """Fit fresh policies on the pre-period minus its last days and evaluate them (studies.engine.offline)."""
     from simulator.logs import read_run
     from studies.engine.offline import evaluate_policies
-    logs = read_run(run_dir, days=range(config.pre_days))
+    logs = read_run(run_dir, days=range(config.ab.pre_days))
     return evaluate_policies(logs, config.world, policies, test_days=test_days, n_negatives=n_negatives, seed=seed)
 
 
@@ -128,7 +123,7 @@ def run_cell(params: dict, seed: int) -> list[dict]:
     """One world: the online A/B lifts and the offline metrics of every policy."""
     config = from_dict(ExperimentConfig, params["experiment"])
     config = replace(config, world=replace(config.world, seed=seed))
-    policies = [PolicySpec(**p) for p in params["policies"]]
+    policies = [BucketConfig(**p) for p in params["policies"]]
     with tempfile.TemporaryDirectory(prefix="satbed-offon-") as tmp:
         run = Path(tmp) / "run"
         result = run_experiment(config, run, progress=False, report=False)
@@ -205,7 +200,7 @@ def tau_table(per_cell: pd.DataFrame, config: OfflineOnlineConfig) -> pd.DataFra
             for off in config.offline_metrics:
                 for on in config.online_metrics:
                     v = g[(g["among"] == among) & (g["offline"] == off) & (g["online"] == on)]["tau"].to_numpy(float)
-                    m, lo, hi, n = mean_ci(v, config.alpha)
+                    m, lo, hi, n = mean_ci(v, config.ab.alpha)
                     rows.append({"setting": setting, "among": among, "offline": off, "online": on, "cells": n,
                                  "tau": m, "tau_low": lo, "tau_high": hi,
                                  "positive_share": float((v[np.isfinite(v)] > 0).mean()) if n else float("nan")})
@@ -273,7 +268,7 @@ def summarise(config: OfflineOnlineConfig, table: pd.DataFrame, out: Path) -> Su
                       pos=[num(v, 2) for v in tt["positive_share"]])
     shown = shown[(shown["among"] == AMONG[0]) | (shown["setting"] == "all")]
     shown = shown[["setting", "among", "offline", "online", "cells", "tau_", "ci", "pos"]].rename(
-        columns={"tau_": "mean tau", "ci": f"{1 - config.alpha:.0%} t interval", "pos": "share tau > 0"})
+        columns={"tau_": "mean tau", "ci": f"{1 - config.ab.alpha:.0%} t interval", "pos": "share tau > 0"})
     mean = wide.groupby(["setting", "policy"], observed=True).mean(numeric_only=True).reset_index()
     cols = [f"offline:{m}" for m in config.offline_metrics] + [f"online:{m}" for m in config.online_metrics]
     per_policy = mean[["setting", "policy", *cols]].copy()
@@ -285,9 +280,9 @@ def summarise(config: OfflineOnlineConfig, table: pd.DataFrame, out: Path) -> Su
     md = [f"Settings: " + "; ".join(f"`{s.name}` ({', '.join(f'{k} = {v}' for k, v in s.world.items()) or 'base world'})"
                                     for s in config.settings) +
           f". Seeds {list(config.seeds)}; worlds of {config.world.users.n_users:,} users and "
-          f"{config.world.catalog.n_items:,} items; {config.pre_days} production-served days (offline: the first "
-          f"{config.pre_days - config.test_days} train, the last {config.test_days} test), then a "
-          f"{config.days}-day A/B test of {len(config.policies)} policies vs `{config.control}`.", "",
+          f"{config.world.catalog.n_items:,} items; {config.ab.pre_days} production-served days (offline: the first "
+          f"{config.ab.pre_days - config.test_days} train, the last {config.test_days} test), then a "
+          f"{config.ab.days}-day A/B test of {len(config.policies)} policies vs `{config.control}`.", "",
           "## Kendall tau: offline metric vs online lift, across policies", "", markdown_table(shown), "",
           "Each cell (setting, seed) gives one tau across the policies (control included, lift 0); the interval is "
           "over cells. Per setting the table shows tau among all the policies; the `all` rows also without the "

@@ -53,10 +53,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import (ConfigError, SimConfig, doc_field, check_int_at_least, dump_toml, from_dict, to_dict,
+from simulator.config import (ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict,
                               with_overrides)
-from experiments.config import BucketConfig, ExperimentConfig
-from studies.engine.base import PolicySpec, Summary, check_policies, check_seeds, register_study, run_facts, study_main
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
+from studies.engine.base import Summary, check_policies, check_seeds, register_study, run_facts, study_main
 from studies.engine.reporting import COLORS, markdown_table, num, pct, save_figure, z_value
 from studies.engine.sweep import Cell
 
@@ -103,8 +103,7 @@ class OPEBenchmarkConfig:
     seeds: tuple[int, ...] = doc_field((0, 1), "world seeds")
     logging_temperatures: tuple[float, ...] = doc_field((0.5, 1.0), "temperatures of the logging (production) policy: "
                                                              "the pre-period, the control and the twin")
-    pre_days: int = doc_field(1, "production-served days whose logs train the targets and the reward model")
-    days: int = doc_field(2, "experiment days: the control's logs are evaluated, the targets' measured")
+    ab: ABSettings = ab_settings(pre_days=1, days=2)
     control_share: float = doc_field(0.5, "share of users in the control (the logs); the rest split equally")
     twin: bool = doc_field(True, "add the logging policy itself as a target (weights 1: IPS is the on-policy mean)")
     targets: tuple[Target, ...] = field(default=(), metadata={"doc": "the target policies"})
@@ -112,7 +111,6 @@ class OPEBenchmarkConfig:
                                   "impression columns estimated (true_satisfied: an oracle reward)")
     n_samples: int = doc_field(32, "Monte-Carlo target pages per request for the reward model's imputed_target")
     prior_count: float = doc_field(20.0, "the reward model's pseudo-impressions at the global mean")
-    alpha: float = doc_field(0.05, "1 - the confidence level of every interval")
 
     def __post_init__(self) -> None:
         from experiments.ope_data import REWARDS
@@ -121,10 +119,9 @@ class OPEBenchmarkConfig:
         if not temps or not all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in temps) \
                 or len(set(temps)) != len(temps):
             raise ConfigError(f"logging_temperatures={list(temps)} must be distinct numbers > 0")
-        check_int_at_least("pre_days", self.pre_days, 1)
-        check_int_at_least("days", self.days, 1)
-        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
-            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
+        if self.ab.learning != "frozen":
+            raise ConfigError(f"ab.learning={self.ab.learning!r}: the benchmark needs \"frozen\" (the model that "
+                              "serves a target online is the one evaluated off-policy on the control's logs)")
         if not (isinstance(self.control_share, (int, float)) and 0 < self.control_share < 1):
             raise ConfigError(f"control_share={self.control_share!r} must be in (0, 1)")
         if not self.targets:
@@ -148,11 +145,12 @@ class OPEBenchmarkConfig:
         """The target buckets (shadow targets), in order: the twin, then each target at each temperature."""
         return ([TWIN] if self.twin else []) + [t.bucket(T) for t in self.targets for T in t.temperatures]
 
-    def specs(self, logging_temperature: float) -> list[PolicySpec]:
+    def specs(self, logging_temperature: float) -> list[BucketConfig]:
         """Every bucket as a policy spec: the control, the twin, the targets."""
         log = {"temperature": logging_temperature}
-        out = [PolicySpec(CONTROL, "production", log)] + ([PolicySpec(TWIN, "production", log)] if self.twin else [])
-        return out + [PolicySpec(t.bucket(T), t.policy, {**t.params, "temperature": T})
+        out = [BucketConfig(CONTROL, "production", params=log)]
+        out += [BucketConfig(TWIN, "production", params=log)] if self.twin else []
+        return out + [BucketConfig(t.bucket(T), t.policy, params={**t.params, "temperature": T})
                       for t in self.targets for T in t.temperatures]
 
     def target_info(self) -> pd.DataFrame:
@@ -165,14 +163,10 @@ class OPEBenchmarkConfig:
         """The A/B test of one world seed at one logging temperature."""
         world = with_overrides(self.world, {"seed": seed, "platform.temperature": logging_temperature,
                                             "platform.log_candidates": True})
-        specs = self.specs(logging_temperature)
-        rest = len(specs) - 1
-        share = (1.0 - self.control_share) / rest
-        shares = [self.control_share] + [share] * (rest - 1) + [1.0 - self.control_share - share * (rest - 1)]
-        buckets = tuple(BucketConfig(p.name, p.policy, s, dict(p.params)) for p, s in zip(specs, shares))
-        return ExperimentConfig(world=world, pre_days=self.pre_days, days=self.days, buckets=buckets,
-                                control=CONTROL, learning="frozen", shadow=tuple(self.bucket_names()),
-                                alpha=self.alpha)
+        control, *targets = self.specs(logging_temperature)    # the targets split the rest equally
+        buckets = (replace(control, share=self.control_share), *targets)
+        return ExperimentConfig(world=world, ab=self.ab, buckets=buckets, control=CONTROL,
+                                shadow=tuple(self.bucket_names()))
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -217,7 +211,7 @@ def run_cell(params: dict, seed: int) -> list[dict]:
         out = Path(tmp) / "run"
         result = run_experiment(config, out, progress=False, report=False)
         datasets = satbed_ope_datasets(out, rewards, levels=LEVELS, n_samples=params["n_samples"], seed=seed,
-                                       prior_count=params["prior_count"], alpha=config.alpha)
+                                       prior_count=params["prior_count"], alpha=config.ab.alpha)
         for d in datasets:
             base = {"kind": "estimate", "target": d.target, "reward": d.reward, "level": d.level,
                     "truth": d.truth.value, "truth_se": d.truth.stderr, "truth_low": d.truth.ci_low,
@@ -225,14 +219,14 @@ def run_cell(params: dict, seed: int) -> list[dict]:
                     "mc_stderr": d.mc_stderr}
             for name in list_estimators(d.level):
                 try:
-                    e = get_estimator(name)(d.data, alpha=config.alpha)
+                    e = get_estimator(name)(d.data, alpha=config.ab.alpha)
                 except ValueError as err:      # recorded, counted and reported, not dropped
                     rows.append({**base, "estimator": name, "value": math.nan, "stderr": math.nan,
                                  "ci_low": math.nan, "ci_high": math.nan, "error": str(err)[:300]})
                     continue
                 rows.append({**base, "estimator": name, "value": e.value, "stderr": e.stderr, "ci_low": e.ci_low,
                              "ci_high": e.ci_high, "error": ""})
-        days = list(range(config.pre_days, config.pre_days + config.days))
+        days = list(range(config.ab.pre_days, config.ab.pre_days + config.ab.days))
         pages = logged_pages(out, bucket=config.control, days=days, columns=[])
         control_logs = read_impressions(out / "logs", days=days, buckets=[config.control], columns=["position"])
         share = control_logs["position"].value_counts(normalize=True).sort_index()
@@ -423,7 +417,7 @@ def summarise(config: OPEBenchmarkConfig, table: pd.DataFrame, out: Path) -> Sum
     estimators = {level: list(list_estimators(level)) for level in LEVELS}
     order = estimators["impression"] + estimators["page"]
     targets = config.bucket_names()
-    errors = scored(table[table["kind"] == "estimate"], config.alpha)
+    errors = scored(table[table["kind"] == "estimate"], config.ab.alpha)
     info = config.target_info().set_index("target")
     main = accuracy(errors, ["level", "estimator", "target"])
     main.insert(3, "policy", main["target"].map(info["policy"]))
@@ -502,8 +496,8 @@ def report(config: OPEBenchmarkConfig, main: pd.DataFrame, overall: pd.DataFrame
                                                                 for c in ("rmse", "coverage", "coverage_joint")}
     lines = [f"{cells} A/B tests (world seeds {list(config.seeds)} x logging temperatures "
              f"{list(config.logging_temperatures)}), each on a fresh world of {config.world.users.n_users:,} users: "
-             f"{config.pre_days} production-served day(s) train the targets and the reward model, then "
-             f"{config.days} day(s) with the control ({pct(config.control_share, 0, sign=False)} of the users, served "
+             f"{config.ab.pre_days} production-served day(s) train the targets and the reward model, then "
+             f"{config.ab.days} day(s) with the control ({pct(config.control_share, 0, sign=False)} of the users, served "
              "by `production` at the logging temperature: its logs are evaluated) and one bucket per target below, "
              "each also scoring every control request in the shadow; learning `frozen` (the shadow model is the one "
              f"serving online). Rewards: {', '.join(f'`{r}`' for r in config.rewards)}"

@@ -29,11 +29,11 @@ import pandas as pd
 
 from estimators import adjust_pvalues
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict
-from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import lifts_against
 from experiments.metrics import METRICS_BY_NAME
-from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets, register_study,
-                          run_facts, study_main)
+from studies.engine.base import (Summary, check_policies, check_seeds, lift_rows, policy_buckets, register_study,
+                                 run_facts, study_main)
 from studies.head_to_head import pooled_lifts
 from studies.engine.reporting import forest_plot, interval, markdown_table, pct
 from studies.engine.sweep import Cell
@@ -49,21 +49,14 @@ class PositiveControlConfig:
     world: SimConfig = field(default_factory=SimConfig, metadata={"doc": "the survey-rich world (its seed is replaced)"})
     seeds: tuple[int, ...] = doc_field((0, 1, 2), "world seeds")
     policy_seeds: tuple[int, ...] = doc_field((0, 1), "policy training seeds: every world seed runs with each")
-    pre_days: int = doc_field(2, "production-served days whose logs train the policies")
-    days: int = doc_field(3, "experiment days")
-    policies: tuple[PolicySpec, ...] = field(default=(), metadata={"doc": "the buckets: treatments and twins"})
+    ab: ABSettings = ab_settings(pre_days=2, days=3, learning="update", update_interval_s=21600.0)
+    policies: tuple[BucketConfig, ...] = field(default=(), metadata={"doc": "the buckets: treatments and twins"})
     pairs: tuple[tuple[str, str], ...] = doc_field((), "(treatment, twin) bucket names: each treatment against its twin")
-    learning: str = doc_field("update", "how every bucket learns during the test (ExperimentConfig.learning)")
-    update_interval_s: float = doc_field(21600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
     metrics: tuple[str, ...] = doc_field((TARGET, "aut", "p2n"), "metrics of the table (the verdict reads the first)")
-    alpha: float = doc_field(0.05, "significance level")
-    correction: str = doc_field("holm", "correction over the pairs of the verdict: holm or bh")
 
     def __post_init__(self) -> None:
         check_seeds("seeds", self.seeds)
         check_seeds("policy_seeds", self.policy_seeds)
-        check_ab_settings(self)
         names = [p.name for p in self.policies]
         check_policies(self.policies, names[0] if names else "")
         if not self.pairs:
@@ -79,11 +72,8 @@ class PositiveControlConfig:
 
     def experiment(self, seed: int = 0, policy_seed: int = 0) -> ExperimentConfig:
         """The A/B test of one world seed and policy seed (its control: the first pair's twin)."""
-        return ExperimentConfig(world=replace(self.world, seed=seed), pre_days=self.pre_days, days=self.days,
-                                buckets=policy_buckets(self.policies, self.world), control=self.pairs[0][1],
-                                learning=self.learning, update_interval_s=self.update_interval_s,
-                                update_epochs=self.update_epochs, policy_seed=policy_seed, alpha=self.alpha,
-                                correction=self.correction)
+        return ExperimentConfig(world=replace(self.world, seed=seed), ab=self.ab, policy_seed=policy_seed,
+                                buckets=policy_buckets(self.policies, self.world), control=self.pairs[0][1])
 
 
 def run_cell(params: dict, seed: int) -> list[dict]:
@@ -102,7 +92,7 @@ def run_cell(params: dict, seed: int) -> list[dict]:
             table = tables[twin]
             rows += [{"kind": "lift", **r, "bucket": f"{treatment} vs {twin}"}
                      for r in lift_rows(table[table["bucket"] == treatment])]
-        pre = read_impressions(out / "logs", days=range(config.pre_days),
+        pre = read_impressions(out / "logs", days=range(config.ab.pre_days),
                                columns=["effective_view", "survey_submitted"])
         answered = float(pre["survey_submitted"].sum() / max(pre["effective_view"].sum(), 1))
     return rows + [{**run_facts(result), "answered_per_effective_view": answered}]
@@ -120,15 +110,15 @@ def summarise(config: PositiveControlConfig, table: pd.DataFrame, out: Path) -> 
     runs = table[table["kind"] == "run"]
     registered = {p.name: p.policy for p in config.policies}
     labels = [f"{t} vs {w}" for t, w in config.pairs]
-    pooled = pooled_lifts(lifts, alpha=config.alpha, metrics=config.metrics, correction=config.correction,
+    pooled = pooled_lifts(lifts, alpha=config.ab.alpha, metrics=config.metrics, correction=config.ab.correction,
                           policy_of={lab: registered[t] for lab, (t, _) in zip(labels, config.pairs)})
     pooled = pooled.rename(columns={"policy": "pair"})
     # the verdict's family is the target metric of every pair (an oracle metric, which pooled_lifts
     # leaves out of its family); the other metrics are descriptive: "significant" = the CI excludes 0
     target = (pooled["metric"] == config.metrics[0]).to_numpy()
     pooled["p_adjusted"] = np.nan
-    pooled.loc[target, "p_adjusted"] = adjust_pvalues(pooled.loc[target, "p_value"].to_numpy(), config.correction)
-    pooled["significant"] = np.where(target, pooled["p_adjusted"] < config.alpha,
+    pooled.loc[target, "p_adjusted"] = adjust_pvalues(pooled.loc[target, "p_value"].to_numpy(), config.ab.correction)
+    pooled["significant"] = np.where(target, pooled["p_adjusted"] < config.ab.alpha,
                                      (pooled["lift_low"] > 0) | (pooled["lift_high"] < 0))
     forest_plot(pooled, out / "forest.png", panels=list(config.metrics), rows=labels, panel_col="metric",
                 row_col="pair", value="lift", low="lift_low", high="lift_high",
@@ -154,21 +144,21 @@ def summarise(config: PositiveControlConfig, table: pd.DataFrame, out: Path) -> 
         sd=[" / ".join("n/a" if not np.isfinite(v) else pct(v, sign=False) for v in r)
             for r in pooled[["sd_users", "sd_policy_seed", "sd_world_seed"]].to_numpy(float)])
     shown = shown[["pair", "metric", "lift_", "ci", "p_value", "p_adjusted", "runs_up", "sd"]].rename(columns={
-        "lift_": "lift", "ci": f"{1 - config.alpha:.0%} CI", "p_adjusted": f"p ({config.correction}, verdict)",
+        "lift_": "lift", "ci": f"{1 - config.ab.alpha:.0%} CI", "p_adjusted": f"p ({config.ab.correction}, verdict)",
         "runs_up": "runs with lift > 0", "sd": "sd: users / policy seed / world"})
     fmt_p = {c: (lambda v: "" if not np.isfinite(v) else f"{v:.3g}")
-             for c in ("p_value", f"p ({config.correction}, verdict)")}
+             for c in ("p_value", f"p ({config.ab.correction}, verdict)")}
     lines = [f"{len(config.seeds) * len(config.policy_seeds)} A/B tests (world seeds {list(config.seeds)} x policy "
              f"seeds {list(config.policy_seeds)}), each on a fresh world of {config.world.users.n_users:,} users: "
-             f"{config.pre_days} production-served day(s) train the policies, then {config.days} day(s) with "
-             f"{len(config.policies)} equal buckets; {describe_learning(config)}. Answered questionnaires per "
+             f"{config.ab.pre_days} production-served day(s) train the policies, then {config.ab.days} day(s) with "
+             f"{len(config.policies)} equal buckets; {config.ab.describe_learning()}. Answered questionnaires per "
              f"effective view in the pre-period: {', '.join(pct(a, sign=False) for a in answered)}.", "",
              "| bucket | policy | params |", "|---|---|---|"]
     lines += [f"| {p.name} | `{p.policy}` | {p.params or ''} |" for p in config.policies]
     lines += ["", "## Each method against its click-only twin (random-effects pooled over runs)", "",
               markdown_table(shown, fmt_p), "",
-              f"`*`: for {METRICS_BY_NAME[config.metrics[0]].label}, significant at alpha = {config.alpha} after "
-              f"{config.correction} correction over the {len(labels)} pairs (the verdict); for the other metrics, "
+              f"`*`: for {METRICS_BY_NAME[config.metrics[0]].label}, significant at alpha = {config.ab.alpha} after "
+              f"{config.ab.correction} correction over the {len(labels)} pairs (the verdict); for the other metrics, "
               "the interval excludes 0. The last column splits each lift's spread into the runs' own sampling "
               "error (users), policy training seeds on the same world, and worlds.", "",
               "![forest plot](forest.png)"]

@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict, with_overrides
-from experiments.config import describe_learning
 from experiments.metrics import METRICS_BY_NAME
 from simulator.scenarios import sized_scenario
 from studies.engine.base import Summary, register_study, study_main
@@ -136,7 +135,7 @@ def pooled(config: QuestionnaireValueConfig, table: pd.DataFrame) -> pd.DataFram
     for (world, mechanism, rate), g in table.groupby(["world", "mechanism", "target_rate"], sort=False):
         lifts = g[g["kind"] == "lift"]
         runs = g[g["kind"] == "run"]
-        p = pooled_lifts(lifts, alpha=config.alpha, metrics=config.metrics, correction=config.correction,
+        p = pooled_lifts(lifts, alpha=config.ab.alpha, metrics=config.metrics, correction=config.ab.correction,
                          policy_of={lab: registered[t] for lab, t in labels.items()})
         p["significant"] = (p["lift_low"] > 0) | (p["lift_high"] < 0)
         rows.append(p.rename(columns={"policy": "pair"}).assign(
@@ -218,8 +217,8 @@ def summarise(config: QuestionnaireValueConfig, table: pd.DataFrame, out: Path) 
     wide = shown[shown["metric"] == METRICS_BY_NAME[target].label].pivot_table(
         index=["world", "mechanism", "rate"], columns="pair", values="lift", aggfunc="first", sort=False).reset_index()
     md = [f"{len(config.seeds)} world seed(s) x {len(config.policy_seeds)} policy seed(s) per setting, "
-          f"{config.world.users.n_users:,} users, {config.pre_days} production-served day(s), then {config.days} "
-          f"experiment day(s) with {len(config.policies)} equal buckets; {describe_learning(config)}. "
+          f"{config.world.users.n_users:,} users, {config.ab.pre_days} production-served day(s), then {config.ab.days} "
+          f"experiment day(s) with {len(config.policies)} equal buckets; {config.ab.describe_learning()}. "
           "Rate: target (realised in the pre-period).", "",
           f"## Lift in {METRICS_BY_NAME[target].label} over the click-only twin (`*`: the 95% interval excludes 0)", "",
           markdown_table(wide), "",

@@ -55,12 +55,12 @@ import pandas as pd
 
 from estimators import adjust_pvalues
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
-from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import bucket_sums
 from experiments.metrics import METRICS_BY_NAME
 from simulator.scenarios import sized_scenario
-from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets,
-                          register_study, run_facts, study_main)
+from studies.engine.base import (Summary, check_policies, check_seeds, lift_rows, policy_buckets,
+                                 register_study, run_facts, study_main)
 from studies.head_to_head import pooled_lifts
 from studies.engine.reporting import COLORS, interval, markdown_table, num, pct, save_figure, world_means, z_value
 from studies.engine.sweep import Cell
@@ -168,22 +168,15 @@ class ServingFrontierConfig:
     worlds: tuple[str, ...] = doc_field(("survey_rich",), "named worlds (satbed scenarios); one frontier each")
     seeds: tuple[int, ...] = doc_field((0, 1), "world seeds")
     policy_seeds: tuple[int, ...] = doc_field((0,), "policy training seeds: every world seed runs with each")
-    pre_days: int = doc_field(2, "production-served days whose logs train the policies")
-    days: int = doc_field(3, "experiment days")
-    baselines: tuple[PolicySpec, ...] = field(default=(PolicySpec("sasrec", "sasrec"),),
+    ab: ABSettings = ab_settings(pre_days=2, days=3, learning="update", update_interval_s=21600.0)
+    baselines: tuple[BucketConfig, ...] = field(default=(BucketConfig("sasrec", "sasrec"),),
                                               metadata={"doc": "buckets outside the families (twins, references)"})
     families: tuple[Family, ...] = field(default=(), metadata={"doc": "the swept policies"})
-    learning: str = doc_field("update", "how every bucket learns during the test (ExperimentConfig.learning)")
-    update_interval_s: float = doc_field(21600.0, "learning = update: seconds between update() calls")
-    update_epochs: int = doc_field(1, "learning = update: passes over the new logs per update() call")
-    alpha: float = doc_field(0.05, "significance level")
-    correction: str = doc_field("holm", "correction over the verdict's tests (every non-twin point): holm or bh")
 
     def __post_init__(self) -> None:
         from simulator.scenarios import list_scenarios
         check_seeds("seeds", self.seeds)
         check_seeds("policy_seeds", self.policy_seeds)
-        check_ab_settings(self)
         unknown = [w for w in self.worlds if w not in list_scenarios()]
         if not self.worlds or unknown or len(set(self.worlds)) != len(self.worlds):
             raise ConfigError(f"worlds={list(self.worlds)} must name distinct scenarios; unknown: {unknown}; "
@@ -202,9 +195,9 @@ class ServingFrontierConfig:
                                   f"{[b.name for b in self.baselines]}")
         check_policies(self.specs(), self.families[0].twin_bucket())
 
-    def specs(self) -> tuple[PolicySpec, ...]:
+    def specs(self) -> tuple[BucketConfig, ...]:
         """Every bucket: the baselines, then each family at each weight."""
-        return (*self.baselines, *(PolicySpec(f.bucket(w), f.policy, KNOBS[f.policy].apply(f.params, w))
+        return (*self.baselines, *(BucketConfig(f.bucket(w), f.policy, params=KNOBS[f.policy].apply(f.params, w))
                                    for f in self.families for w in f.weights))
 
     def points(self) -> list[Point]:
@@ -221,11 +214,8 @@ class ServingFrontierConfig:
     def experiment(self, scenario: str, seed: int = 0, policy_seed: int = 0) -> ExperimentConfig:
         """The A/B test of one world and seeds (its control: the first family's twin)."""
         world = with_overrides(self.setting(scenario), {"seed": seed})
-        return ExperimentConfig(world=world, pre_days=self.pre_days, days=self.days,
-                                buckets=policy_buckets(self.specs(), world), control=self.families[0].twin_bucket(),
-                                learning=self.learning, update_interval_s=self.update_interval_s,
-                                update_epochs=self.update_epochs, policy_seed=policy_seed, alpha=self.alpha,
-                                correction=self.correction)
+        return ExperimentConfig(world=world, ab=self.ab, policy_seed=policy_seed,
+                                buckets=policy_buckets(self.specs(), world), control=self.families[0].twin_bucket())
 
 
 # ----------------------------------------------------------------------------- one A/B test
@@ -243,15 +233,15 @@ def run_cell(params: dict, seed: int) -> list[dict]:
         result = run_experiment(config, out, progress=False, report=False)
         sums = bucket_sums(out, config)
         for bucket, s in sums.items():
-            est = bucket_estimates(s, alpha=config.alpha)
+            est = bucket_estimates(s, alpha=config.ab.alpha)
             rows += [{"kind": "point", "bucket": bucket, "metric": m, "value": est[m].value, "stderr": est[m].stderr,
                       "ci_low": est[m].ci_low, "ci_high": est[m].ci_high, "users": len(s)}
                      for m in METRICS if est[m] is not None]
         for bucket, twin in params["twins"]:
-            table = lift_table({twin: sums[twin], bucket: sums[bucket]}, twin, alpha=config.alpha,
-                               correction=config.correction)
+            table = lift_table({twin: sums[twin], bucket: sums[bucket]}, twin, alpha=config.ab.alpha,
+                               correction=config.ab.correction)
             rows += [{"kind": "lift", **r, "twin": twin} for r in lift_rows(table[table["metric"].isin(METRICS)])]
-        pre = read_impressions(out / "logs", days=range(config.pre_days),
+        pre = read_impressions(out / "logs", days=range(config.ab.pre_days),
                                columns=["effective_view", "survey_submitted"])
         answered = float(pre["survey_submitted"].sum() / max(pre["effective_view"].sum(), 1))
     return rows + [{**run_facts(result), "answered_per_effective_view": answered}]
@@ -291,10 +281,10 @@ def pooled_points(points: pd.DataFrame, alpha: float) -> pd.DataFrame:
 def frontier_table(config: ServingFrontierConfig, table: pd.DataFrame) -> pd.DataFrame:
     """One row per (world, point): absolute AUT and oracle satisfaction, lifts against the twin
     (0 for the twin itself), the corrected verdict test, and whether the point is Pareto-efficient."""
-    absolute = pooled_points(table[table["kind"] == "point"], config.alpha).set_index(["scenario", "bucket", "metric"])
+    absolute = pooled_points(table[table["kind"] == "point"], config.ab.alpha).set_index(["scenario", "bucket", "metric"])
     lifts = table[table["kind"] == "lift"]
     policy_of = {p.bucket: p.policy for p in config.points()}
-    pooled = pd.concat([pooled_lifts(g, alpha=config.alpha, metrics=METRICS, correction=config.correction,
+    pooled = pd.concat([pooled_lifts(g, alpha=config.ab.alpha, metrics=METRICS, correction=config.ab.correction,
                                      policy_of=policy_of).assign(scenario=w)
                         for w, g in lifts.groupby("scenario", sort=False)]).set_index(["scenario", "policy", "metric"])
     rows = []
@@ -317,8 +307,8 @@ def frontier_table(config: ServingFrontierConfig, table: pd.DataFrame) -> pd.Dat
     out = pd.DataFrame(rows)
     tested = out[f"{X}_p"].notna().to_numpy()
     out[f"{X}_p_adjusted"] = np.nan
-    out.loc[tested, f"{X}_p_adjusted"] = adjust_pvalues(out.loc[tested, f"{X}_p"].to_numpy(), config.correction)
-    out[f"{X}_significant"] = out[f"{X}_p_adjusted"] < config.alpha
+    out.loc[tested, f"{X}_p_adjusted"] = adjust_pvalues(out.loc[tested, f"{X}_p"].to_numpy(), config.ab.correction)
+    out[f"{X}_significant"] = out[f"{X}_p_adjusted"] < config.ab.alpha
     out[f"{Y}_significant"] = (out[f"{Y}_lift_low"] > 0) | (out[f"{Y}_lift_high"] < 0)
     out["pareto"] = False
     for w, g in out.groupby("scenario", sort=False):
@@ -409,7 +399,7 @@ def report_table(config: ServingFrontierConfig, front: pd.DataFrame) -> pd.DataF
                      "oracle satisfaction": f"{num(r[X])} {interval(r[f'{X}_low'], r[f'{X}_high'])}",
                      "AUT (s/day)": f"{num(r[Y], 1)} {interval(r[f'{Y}_low'], r[f'{Y}_high'], lambda v: num(v, 1))}",
                      "satisfaction vs twin": lift(r, X), "AUT vs twin": lift(r, Y),
-                     f"p ({config.correction})": "" if not np.isfinite(r[f"{X}_p_adjusted"])
+                     f"p ({config.ab.correction})": "" if not np.isfinite(r[f"{X}_p_adjusted"])
                      else f"{r[f'{X}_p_adjusted']:.3g}",
                      "Pareto": "yes" if r["pareto"] else ""})
     out = pd.DataFrame(rows)
@@ -424,7 +414,7 @@ def summarise(config: ServingFrontierConfig, table: pd.DataFrame, out: Path) -> 
     holds = True if all(wins) else False if not any(wins) else None
     answered = table.loc[table["kind"] == "run", "answered_per_effective_view"].to_numpy(float)
     verdict = (f"{sum(wins)} of {len(wins)} families have a serving weight that raises oracle satisfaction "
-               f"significantly over their click-only twin ({config.correction} over the "
+               f"significantly over their click-only twin ({config.ab.correction} over the "
                f"{int(front[f'{X}_p'].notna().sum())} non-twin points): " + "; ".join(parts) + ".")
     knobs = ["| family | policy | weights | paper | twin | serving-only |", "|---|---|---|---|---|---|"]
     knobs += [f"| {f.name} | `{f.policy}` | {KNOBS[f.policy].what} = {', '.join(f'{w:g}' for w in f.weights)} | "
@@ -432,9 +422,9 @@ def summarise(config: ServingFrontierConfig, table: pd.DataFrame, out: Path) -> 
               for f in config.families]
     lines = [f"{len(config.worlds) * len(config.seeds) * len(config.policy_seeds)} A/B tests (worlds "
              f"{list(config.worlds)} x world seeds {list(config.seeds)} x policy seeds {list(config.policy_seeds)}), "
-             f"each on a fresh world of {config.world.users.n_users:,} users: {config.pre_days} production-served "
-             f"day(s) train the policies, then {config.days} day(s) with {len(config.specs())} equal buckets; "
-             f"{describe_learning(config)}. Answered questionnaires per effective view in the pre-period: "
+             f"each on a fresh world of {config.world.users.n_users:,} users: {config.ab.pre_days} production-served "
+             f"day(s) train the policies, then {config.ab.days} day(s) with {len(config.specs())} equal buckets; "
+             f"{config.ab.describe_learning()}. Answered questionnaires per effective view in the pre-period: "
              f"{', '.join(pct(a, sign=False) for a in answered)}.", "", "## The serving knobs", "", *knobs, "",
              "SAQRec's `sat_weight` and USM's survey-weight scale change only the score served (training never "
              "reads them); EASQ's `w_sat` also scales the DPO alignment's implicit reward (Eq. 4: `s - s_ref = "
@@ -442,10 +432,10 @@ def summarise(config: ServingFrontierConfig, table: pd.DataFrame, out: Path) -> 
              "weight-0 twin never trains its side path. Every bucket fits its own copy and learns from its own "
              "logs (studies/serving_frontier.py).", "",
              "## The frontier", "", markdown_table(report_table(config, front)), "",
-             f"Absolute values: the mean over runs, with a {1 - config.alpha:.0%} interval holding the users' "
+             f"Absolute values: the mean over runs, with a {1 - config.ab.alpha:.0%} interval holding the users' "
              "sampling error and the policy seeds' spread with the worlds held fixed (a world's level moves every "
              "bucket together); compare points through the lifts vs the twin (same runs, random-effects pooled "
-             f"over world seeds). `*`: significant after {config.correction} correction over every non-twin point. "
+             f"over world seeds). `*`: significant after {config.ab.correction} correction over every non-twin point. "
              "Pareto: no other point of the world has both at least the AUT and at least the satisfaction (and more "
              "of one), on the point estimates.", "", "![frontier](frontier.png)"]
     headline = [f"serving_frontier: {p}" for p in parts]

@@ -50,8 +50,9 @@ from typing import Any
 
 import pandas as pd
 
+from experiments.config import BucketConfig, with_shares
 from simulator.atomic import atomic_write_text
-from simulator.config import (ConfigError, SimConfig, deep_merge, doc_field, dump_toml, from_dict, parse_assignments,
+from simulator.config import (ConfigError, SimConfig, deep_merge, dump_toml, from_dict, parse_assignments,
                               read_toml, set_dotted, to_dict, with_overrides, world_key)
 from studies.engine.sweep import Cell, Executor, PoolExecutor, SweepResult, run_sweep
 
@@ -234,21 +235,7 @@ def check_seeds(name: str, seeds: Sequence[int]) -> None:
         raise ConfigError(f"{name}={tuple(seeds)} must not repeat a seed")
 
 
-@dataclass(frozen=True, slots=True)
-class PolicySpec:
-    """One policy of a study: a bucket name, a registered policy and its parameters."""
-    name: str = doc_field("control", "bucket / row name (letters, digits, '_' and '-')")
-    policy: str = doc_field("production", "registered policy (`satbed policies`)")
-    params: dict = field(default_factory=dict, metadata={"doc": "keyword arguments of the policy"})
-
-    def __post_init__(self) -> None:
-        if not self.name or not all(ch.isalnum() or ch in "_-" for ch in self.name):
-            raise ConfigError(f"policy name={self.name!r} must be non-empty letters, digits, '_' or '-'")
-        if not isinstance(self.params, dict):
-            raise ConfigError(f"params={self.params!r} must be a table")
-
-
-def check_policies(specs: Sequence[PolicySpec], control: str) -> None:
+def check_policies(specs: Sequence[BucketConfig], control: str) -> None:
     """At least two distinct names, ``control`` among them, every policy registered, params valid."""
     from policies import UnknownPolicyError, make_policy
     names = [p.name for p in specs]
@@ -273,23 +260,21 @@ def is_oracle(policy: str) -> bool:
     return registered_oracle(policy)
 
 
-def policy_buckets(specs: Sequence[PolicySpec], world: SimConfig | None = None) -> tuple:
-    """One A/B bucket per policy, equal shares (the last absorbs the rounding).
+def policy_buckets(specs: Sequence[BucketConfig], world: SimConfig | None = None) -> tuple[BucketConfig, ...]:
+    """A study's policies as A/B buckets: those without a share get equal parts of what the others
+    leave (:func:`experiments.config.with_shares`).
 
     A ``production`` bucket without an explicit ``temperature`` gets the world's
     ``platform.temperature``, as the pre-period's production policy does (and ``satbed simulate``),
     so that the control is the system that logged the training data.
     """
-    from experiments.config import BucketConfig
-    share = 1.0 / len(specs)
-    shares = [share] * (len(specs) - 1) + [1.0 - share * (len(specs) - 1)]
     out = []
-    for p, s in zip(specs, shares):
+    for p in specs:
         params = dict(p.params)
         if p.policy == "production" and "temperature" not in params and world is not None:
             params["temperature"] = world.platform.temperature
-        out.append(BucketConfig(p.name, p.policy, s, params))
-    return tuple(out)
+        out.append(replace(p, params=params))
+    return with_shares(tuple(out))
 
 
 def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

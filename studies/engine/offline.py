@@ -272,7 +272,7 @@ def evaluate_policies(logs: LogData, world: Any, policies: Sequence[Any], *, tes
         logs: a run's logs with oracle columns (the evaluation reads them; policies never do).
         world: the :class:`~simulator.config.SimConfig` that made the logs (an oracle policy is
             attached to that world, regenerated from its seed, with a :class:`StaticState`).
-        policies: specs with ``name``, ``policy`` and ``params`` (:class:`studies.engine.base.PolicySpec`).
+        policies: specs with ``name``, ``policy`` and ``params`` (:class:`experiments.config.BucketConfig`).
         seed: negative sampling; policy ``i`` is fitted with ``SeedSequence([seed, 1, i])``.
         extra: ``(policy, task, logs, world) -> {metric: value}`` for metrics beyond :func:`evaluate`.
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simulator.config import ConfigError, with_overrides
-from experiments.config import BucketConfig, ExperimentConfig
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig
 from experiments.runner import run_experiment
 from experiments.ope_data import logged_pages, propensities
 from simulator.plackett_luce import conditional_propensities, log_weights, marginal_propensities
@@ -25,7 +25,7 @@ SHADOW = ("twin", "popular", "oracle")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     world = with_overrides(tiny(n_users=150, n_items=600, days=2), {"platform.log_candidates": True})
-    config = ExperimentConfig(world=world, pre_days=1, days=1, shadow=SHADOW, buckets=BUCKETS)
+    config = ExperimentConfig(world=world, ab=ABSettings(pre_days=1, days=1), shadow=SHADOW, buckets=BUCKETS)
     out = tmp_path_factory.mktemp("ope") / "run"
     run_experiment(config, out, progress=False, report=False)
     return out
@@ -115,7 +115,7 @@ REWARDS = ("watch_time", "effective_view", "true_satisfied")
 def stochastic_run(tmp_path_factory):
     """Every shadow target ranks stochastically: the twin (the logging policy) and most_popular."""
     world = with_overrides(tiny(n_users=120, n_items=500, days=2), {"platform.log_candidates": True})
-    config = ExperimentConfig(world=world, pre_days=1, days=1, shadow=("twin", "popular"), buckets=STOCHASTIC)
+    config = ExperimentConfig(world=world, ab=ABSettings(pre_days=1, days=1), shadow=("twin", "popular"), buckets=STOCHASTIC)
     out = tmp_path_factory.mktemp("ope_stochastic") / "run"
     run_experiment(config, out, progress=False, report=False)
     return out

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -10,7 +10,7 @@ import pytest
 
 from policies import register_policy
 from simulator.config import ConfigError, from_dict, load_toml
-from experiments.config import BucketConfig, ExperimentConfig
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig
 from experiments.runner import assign_buckets, run_experiment
 from tests_support import tiny
 
@@ -18,8 +18,13 @@ BUCKETS = (BucketConfig("control", "production", 0.4), BucketConfig("rand", "ran
            BucketConfig("oracle", "oracle", 0.3))
 
 
+AB_FIELDS = {f.name for f in fields(ABSettings)}
+
+
 def small(seed=0, n_users=300, buckets=BUCKETS, **kw):
-    return ExperimentConfig(world=tiny(n_users=n_users, seed=seed), pre_days=1, days=2, buckets=buckets, **kw)
+    """A tiny experiment; A/B settings (``days``, ``learning``, ...) go to its ``ab`` table."""
+    ab = {"pre_days": 1, "days": 2, **{k: kw.pop(k) for k in list(kw) if k in AB_FIELDS}}
+    return ExperimentConfig(world=tiny(n_users=n_users, seed=seed), ab=ABSettings(**ab), buckets=buckets, **kw)
 
 
 @register_policy("_test_crash", "test only: raises on the 5th serving call")
@@ -97,7 +102,7 @@ def test_policy_seed_redraws_training_randomness_only(tmp_path, monkeypatch):
     for i, ps in enumerate((0, 0, 1, 2)):
         spies = _spied(monkeypatch)
         out = tmp_path / f"run{i}"
-        run_experiment(replace(small(seed=4, buckets=SPY_BUCKETS, policy_seed=ps), days=1), out, progress=False,
+        run_experiment(small(seed=4, buckets=SPY_BUCKETS, policy_seed=ps, days=1), out, progress=False,
                        report=False)
         draws.setdefault(ps, []).append(spies[-1].fits[0])
     assert draws[0][0] == draws[0][1]                                    # reproducible
@@ -121,15 +126,17 @@ def test_bad_learning_settings(kw, match):
 
 
 def test_an_old_retrain_daily_names_its_replacement():
-    with pytest.raises(ConfigError, match='retrain_daily: replaced by learning = "refit"'):
+    with pytest.raises(ConfigError, match='retrain_daily: replaced by ab.learning = "refit"'):
         from_dict(ExperimentConfig, {"retrain_daily": True})
+    with pytest.raises(ConfigError, match=r"pre_days: the A/B settings moved to the \[ab\] table: ab.pre_days"):
+        from_dict(ExperimentConfig, {"pre_days": 2})
 
 
 def test_online_updates_see_every_row_exactly_once_across_midnight(tmp_path, monkeypatch):
     """update() gets each row of its bucket once, including the last hour of every day (flushed
     at midnight before that hour's update ran)."""
     spies = _spied(monkeypatch)
-    config = replace(small(seed=4, buckets=SPY_BUCKETS, learning="update", update_interval_s=3600.0), days=3)
+    config = small(seed=4, buckets=SPY_BUCKETS, learning="update", update_interval_s=3600.0, days=3)
     run_experiment(config, tmp_path / "run", progress=False, report=False)
     (spy,) = spies
     got = pd.concat(spy.received, ignore_index=True)
@@ -160,8 +167,8 @@ BAD = [
     ({"control": "a", "buckets": (BucketConfig("a", "production", 0.5), BucketConfig("b", "random", 0.4))},
      "sum to 1"),
     ({"control": "nope", "buckets": BUCKETS}, "control='nope' is not a bucket"),
-    ({"days": 0}, "days=0 must be an integer >= 1"),
-    ({"correction": "bonferroni"}, "correction='bonferroni' must be one of"),
+    ({"control": "a", "buckets": (BucketConfig("a", "production", 0.7), BucketConfig("b", "random", 0.6),
+                                  BucketConfig("c", "random"))}, "the set ones already sum to 1.3"),
 ]
 
 
@@ -169,6 +176,28 @@ BAD = [
 def test_bad_experiment_configs(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
         ExperimentConfig(**kwargs)
+
+
+@pytest.mark.parametrize(("ab", "fragment"), [
+    ({"days": 0}, "ab.days=0 must be an integer >= 1"),
+    ({"pre_days": 1.5}, "ab.pre_days=1.5 must be an integer"),
+    ({"correction": "bonferroni"}, "ab.correction='bonferroni' must be one of"),
+    ({"alpha": 1.0}, r"ab.alpha=1.0 must be in \(0, 1\)"),
+])
+def test_bad_ab_settings_name_their_path(ab, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        from_dict(ExperimentConfig, {"ab": ab})
+
+
+def test_unset_shares_split_what_the_set_ones_leave():
+    """A bucket without a share gets an equal part of the rest; the last absorbs the rounding, so
+    three unset shares are 1/3, 1/3 and 1 - 2/3 exactly as the studies' equal buckets always were."""
+    config = ExperimentConfig(buckets=(BucketConfig("control", "production", 0.4), BucketConfig("a", "random"),
+                                       BucketConfig("b", "random"), BucketConfig("c", "oracle")))
+    assert [b.share for b in config.buckets] == [0.4, 0.6 / 3, 0.6 / 3, 0.6 - 2 * (0.6 / 3)]
+    equal = ExperimentConfig(buckets=tuple(BucketConfig(n) for n in ("control", "a", "b")))
+    assert [b.share for b in equal.buckets] == [1 / 3, 1 / 3, 1.0 - 2 * (1 / 3)]
+    assert sum(b.share for b in equal.buckets) == 1.0
 
 
 def test_bad_bucket_name_and_toml_buckets():
@@ -280,7 +309,7 @@ def test_aa_rejection_rate(tmp_path):
     from studies.aa_validity import run_cell
     from studies.engine.sweep import Cell, run_sweep
     buckets = (BucketConfig("control", "production", 0.5), BucketConfig("twin", "production", 0.5))
-    base = to_dict(replace(small(seed=1000, n_users=240, buckets=buckets), days=1))
+    base = to_dict(small(seed=1000, n_users=240, buckets=buckets, days=1))
     cells = [Cell(f"{run_cell.__module__}:run_cell", {"experiment": base}, 1000 + r) for r in range(100)]
     table = run_sweep(cells, tmp_path / "aa", progress=False).table
     aut = table[table["metric"] == "aut"]

@@ -545,7 +545,7 @@ def test_ab_config_loads():
     assert {b.policy for b in config.buckets if b.name != "control"} == {"easq"}
     for b in config.buckets:
         make_policy(b.policy, **b.params)
-    assert config.update_interval_s > 0
+    assert config.ab.update_interval_s > 0
 
 
 # --- learning (slow) ------------------------------------------------------------------------------
@@ -562,9 +562,9 @@ LEARN = dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=3), sat
 
 
 def _ab_config(**easq):
-    from experiments.config import BucketConfig, ExperimentConfig
+    from experiments.config import ABSettings, BucketConfig, ExperimentConfig
     return ExperimentConfig(
-        world=tiny(**LEARN_WORLD), pre_days=1, days=3, learning="update", update_interval_s=7200.0,
+        world=tiny(**LEARN_WORLD), ab=ABSettings(pre_days=1, days=3, learning="update", update_interval_s=7200.0),
         control="offline",
         buckets=(BucketConfig("easq", "easq", 0.5, dict(LEARN, **easq)),
                  BucketConfig("offline", "easq", 0.5, dict(LEARN, online=False))))

@@ -72,13 +72,13 @@ def test_help_documents_every_field(capsys):
 
 
 def test_ab_exposes_the_learning_schedule_and_the_policy_seed(tmp_path):
-    """--learning, --update_epochs and --policy_seed reach the experiment config."""
+    """--ab.learning, --ab.update_epochs and --policy_seed reach the experiment config."""
     from satbed.cli import build_parser, config_from_args
     from experiments.config import ExperimentConfig
-    args = build_parser().parse_args(["ab", "--learning", "update", "--update_epochs", "2", "--policy_seed", "3",
+    args = build_parser().parse_args(["ab", "--ab.learning", "update", "--ab.update_epochs", "2", "--policy_seed", "3",
                                       "--seed", "5"])
     config = config_from_args(args, ExperimentConfig)
-    assert (config.learning, config.update_epochs, config.policy_seed, config.world.seed) == ("update", 2, 3, 5)
+    assert (config.ab.learning, config.ab.update_epochs, config.policy_seed, config.world.seed) == ("update", 2, 3, 5)
 
 
 # ----------------------------------------------------------------------------- the command line's interface
@@ -124,10 +124,10 @@ def test_set_reaches_bucket_params_by_name_or_index_and_names_a_bad_path():
     from simulator.config import ConfigError
     parser = build_parser()
     args = parser.parse_args(["ab", "--set", "buckets.easq.params.temperature=0.5", "--set", "buckets.0.share=0.2",
-                              "--set", "days=2"])
+                              "--set", "ab.days=2"])
     config = config_from_args(args, ExperimentConfig)
     by_name = {b.name: b for b in config.buckets}
-    assert by_name["easq"].params == {"temperature": 0.5} and config.days == 2
+    assert by_name["easq"].params == {"temperature": 0.5} and config.ab.days == 2
     assert config.buckets[0].share == 0.2
     for bad, message in (("buckets.nosuch.params.x=1", "buckets has no element 'nosuch'; names: control"),
                          ("buckets.easq=1", "names a whole table"),

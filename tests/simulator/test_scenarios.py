@@ -130,9 +130,9 @@ def test_ab_and_aa_take_a_scenario_for_their_world(tmp_path, command):
     config = config_from_args(args, ExperimentConfig)
     assert config.world.users.interest_drift == 0.3 and config.world.users.n_users == 90
     path = tmp_path / "ab.toml"
-    path.write_text('days = 2\n[world]\nscenario = "survey_rich"\n[world.users]\nn_users = 100\n')
+    path.write_text('ab.days = 2\n[world]\nscenario = "survey_rich"\n[world.users]\nn_users = 100\n')
     config = load_toml(ExperimentConfig, path)
-    assert config.world.questionnaire.base_rate == 0.6 and config.world.users.n_users == 100 and config.days == 2
+    assert config.world.questionnaire.base_rate == 0.6 and config.world.users.n_users == 100 and config.ab.days == 2
 
 
 def test_a_built_config_refuses_a_scenario_override():

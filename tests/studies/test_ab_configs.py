@@ -9,7 +9,7 @@ import pytest
 
 from policies import make_policy
 from simulator.config import load_toml
-from experiments.config import BucketConfig, ExperimentConfig
+from experiments.config import ABSettings, BucketConfig, ExperimentConfig
 from experiments.runner import run_experiment
 from tests_support import tiny
 
@@ -43,8 +43,9 @@ PAPER_BUCKETS = (
 
 
 def test_paper_policies_serve_their_buckets_in_satbed_ab(tmp_path):
-    config = ExperimentConfig(world=tiny(n_users=400, seed=0), pre_days=1, days=1, buckets=PAPER_BUCKETS,
-                              update_interval_s=6 * 3600.0)
+    config = ExperimentConfig(world=tiny(n_users=400, seed=0), ab=ABSettings(pre_days=1, days=1,
+                                                                                update_interval_s=6 * 3600.0),
+                              buckets=PAPER_BUCKETS)
     result = run_experiment(config, tmp_path / "run", progress=False)
     from simulator.logs import read_impressions
     logs = read_impressions(tmp_path / "run" / "logs", days=[1])

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.config import ConfigError
-from studies.engine.base import PolicySpec
+from simulator.config import ConfigError, from_dict
+from experiments.config import ABSettings, BucketConfig
 from studies.positive_control import PositiveControlConfig
 
-SPECS = (PolicySpec("sasrec", "sasrec"), PolicySpec("saqrec", "saqrec"))
+SPECS = (BucketConfig("sasrec", "sasrec"), BucketConfig("saqrec", "saqrec"))
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -16,7 +16,6 @@ SPECS = (PolicySpec("sasrec", "sasrec"), PolicySpec("saqrec", "saqrec"))
     (dict(pairs=(("saqrec", "usm"),)), r"pairs: \['saqrec', 'usm'\] must be two different buckets"),
     (dict(pairs=(("saqrec", "sasrec"),), metrics=("watch",)), "metrics: 'watch' is not a metric"),
     (dict(pairs=(("saqrec", "sasrec"),), policy_seeds=(-1,)), "policy_seeds"),
-    (dict(pairs=(("saqrec", "sasrec"),), learning="sometimes"), "learning='sometimes' must be one of"),
 ])
 def test_bad_configs(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -24,6 +23,11 @@ def test_bad_configs(kw, match):
 
 
 def test_the_experiment_carries_the_schedule_and_the_policy_seed():
-    c = PositiveControlConfig(policies=SPECS, pairs=(("saqrec", "sasrec"),), learning="refit")
+    c = PositiveControlConfig(policies=SPECS, pairs=(("saqrec", "sasrec"),), ab=ABSettings(learning="refit"))
     e = c.experiment(3, 1)
-    assert (e.world.seed, e.policy_seed, e.learning, e.control) == (3, 1, "refit", "sasrec")
+    assert (e.world.seed, e.policy_seed, e.ab, e.control) == (3, 1, c.ab, "sasrec")
+
+
+def test_a_bad_ab_setting_names_its_path():
+    with pytest.raises(ConfigError, match="ab.learning='sometimes' must be one of"):
+        from_dict(PositiveControlConfig, {"ab": {"learning": "sometimes"}})

@@ -11,7 +11,8 @@ import pytest
 
 from simulator.config import ConfigError
 from studies import _replication as R
-from studies.engine.base import PolicySpec, Summary, get_study, load_config, run_study
+from experiments.config import BucketConfig
+from studies.engine.base import Summary, get_study, load_config, run_study
 from studies.scorecard import COLUMNS, VERDICTS, ScorecardConfig, ScorecardEntry
 from studies.engine.sweep import CACHE_DIR, PoolExecutor
 
@@ -154,7 +155,7 @@ def _summary(offline: dict[str, list[float]], metric: str) -> Summary:
     ({"a": [0.31, 0.32]}, 1, False, "not testable", "not configured"),
 ])
 def test_claim_rows_offline(values, direction, absolute, holds, reason):
-    config = R.ReplicationConfig(offline=(PolicySpec("a", "most_popular"), PolicySpec("b", "random")),
+    config = R.ReplicationConfig(offline=(BucketConfig("a", "most_popular"), BucketConfig("b", "random")),
                                  offline_metrics=("auc",))
     claim = R.Claim("a > b", "offline", "auc", "a", "b" if "b" in values else "c", direction, absolute)
     (row,) = R.claim_rows(config, _summary(values, "auc"), (claim,), "paper")

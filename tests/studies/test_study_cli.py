@@ -91,7 +91,8 @@ def test_registry_and_entry_point_helpers():
 def test_config_helpers():
     from simulator.config import SimConfig, with_overrides
     from simulator.config import parse_value
-    from studies.engine.base import PolicySpec, deep_merge, flatten, parse_seeds, policy_buckets, world_variant
+    from experiments.config import BucketConfig
+    from studies.engine.base import deep_merge, flatten, parse_seeds, policy_buckets, world_variant
     assert deep_merge({"a": {"b": 1, "c": 2}, "l": [1, 2]}, {"a": {"b": 3}, "l": [9]}) == {"a": {"b": 3, "c": 2}, "l": [9]}
     assert flatten({"catalog": {"n_items": 5, "clickbait_corr": 0.1}, "seed": 2}) == \
         {"catalog.n_items": 5, "catalog.clickbait_corr": 0.1, "seed": 2}
@@ -100,8 +101,8 @@ def test_config_helpers():
     assert world_variant(base, {"catalog": {"n_items": 500}}).catalog.n_l1 == base.catalog.n_l1   # merged, not replaced
     assert parse_value("3") == 3 and parse_value("[0, 1]") == [0, 1] and parse_value("abc") == "abc"
     assert parse_seeds("0:3") == [0, 1, 2] and parse_seeds("4,2") == [4, 2]
-    specs = [PolicySpec("production", "production"), PolicySpec("hot", "production", {"temperature": 2.0}),
-             PolicySpec("random", "random")]
+    specs = [BucketConfig("production", "production"), BucketConfig("hot", "production", params={"temperature": 2.0}),
+             BucketConfig("random", "random")]
     buckets = policy_buckets(specs, with_overrides(base, {"platform.temperature": 0.3}))
     assert abs(sum(b.share for b in buckets) - 1) < 1e-12
     assert [b.params.get("temperature") for b in buckets] == [0.3, 2.0, None]   # the control logs like the pre-period
