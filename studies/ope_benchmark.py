@@ -1,4 +1,4 @@
-"""`ope_benchmark`: every registered off-policy estimator against the simulated truth (issue 14).
+"""`ope_benchmark`: every registered off-policy estimator against the simulated truth.
 
 **Question.** Logged under the stochastic ``production`` policy, can the registered estimators
 (:func:`estimators.list_estimators`) tell what a new policy would do: each target's watch time,
@@ -579,7 +579,7 @@ STUDY = register_study(
     NAME, "every registered off-policy estimator against the online truth of five target policies at two "
           "temperatures, from production's logs",
     config=OPEBenchmarkConfig, cells=cells, summarise=summarise,
-    claim="An off-policy benchmark (issue 14; Saito et al. 2021's Open Bandit Pipeline style, with a simulated "
+    claim="An off-policy benchmark (Saito et al. 2021's Open Bandit Pipeline style, with a simulated "
           "truth): from a stochastic production policy's logs, some registered estimator recovers each target "
           "policy's online per-impression value (|relative bias| <= 5%, 95% intervals covering >= 90%) and ranks "
           "the targets as the truth does (mean Kendall tau >= 0.8 on every reward).")

@@ -235,7 +235,7 @@ STUDY = register_study(
     NAME, "the lift of SAQRec, USM and EASQ over their click-only twins vs the answered-questionnaire rate, per "
           "response mechanism and clickbait strength: how many questionnaires does each method need?",
     config=QuestionnaireValueConfig, cells=cells, summarise=summarise,
-    claim="satbed's own question (issue 13 §4): each questionnaire-aware method raises oracle satisfaction over its "
+    claim="satbed's own question: each questionnaire-aware method raises oracle satisfaction over its "
           "click-only twin once enough questionnaires are answered. Direction tested per method, mechanism and "
           "world: the lift becomes positive and significant somewhere in the swept range of answered rates.")
 

@@ -281,7 +281,7 @@ STUDY = register_study(
     config=ScorecardConfig, cells=cells, summarise=summarise,
     claim="Each claim the replication studies test: SAQRec (CIKM'24) Tables 3-4, USM (2024) Tables 1-3 and Fig. 5-6, "
           "SINE (RecSys'23) Tables 3-4 and Fig. 4, EASQ (2026) online alignment; each is checked in the study's own "
-          "world and in the world built on the paper's premise (issue 13 §2).")
+          "world and in the world built on the paper's premise.")
 
 if __name__ == "__main__":
     raise SystemExit(study_main(NAME))

@@ -447,7 +447,7 @@ STUDY = register_study(
     NAME, "each questionnaire-aware policy served at several weights of its questionnaire term: the frontier of "
           "watch time against oracle satisfaction, with each click-only twin and the paper's setting marked",
     config=ServingFrontierConfig, cells=cells, summarise=summarise,
-    claim="A frontier, not a paper claim (issue 13, section 3): each policy's serving rule is a choice a platform "
+    claim="A frontier, not a paper claim: each policy's serving rule is a choice a platform "
           "team makes. Direction tested per method (SAQRec, USM, EASQ): some serving weight raises users' true "
           "satisfaction over the click-only twin, significant after correction over all the weights; the report "
           "gives each weight's AUT price and whether the paper's own setting is Pareto-efficient.")

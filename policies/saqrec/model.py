@@ -213,9 +213,9 @@ class SAQRecNet(nn.Module):
         c = self.config
         return [*(("u_s+", "u_s-") if c.sid else ()), "h_r", *(("u_MLSE",) if c.mlse else ()), "v_u"]
 
-    def forward(self, clicks: torch.Tensor, users: torch.Tensor, sat: torch.Tensor | None = None,
+    def forward(self, clicks: torch.Tensor, users: torch.Tensor, *, sat: torch.Tensor | None = None,
                 sat_idx: torch.Tensor | None = None, dis: torch.Tensor | None = None,
-                dis_idx: torch.Tensor | None = None, scores: torch.Tensor | None = None, *,
+                dis_idx: torch.Tensor | None = None, scores: torch.Tensor | None = None,
                 query: torch.Tensor | None = None, last_only: bool = False,
                 weights: dict | None = None) -> torch.Tensor:
         """User representation ``u_f`` at every position of the click window, or the newest one.

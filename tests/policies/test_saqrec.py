@@ -166,7 +166,8 @@ def test_fusion_weights_sum_to_one_and_padding_gets_weight_zero():
     for last_only in (False, True):
         w = {}
         with torch.no_grad():
-            u = net(clicks, users, sat, sat_idx, dis, dis_idx, scores, last_only=last_only, weights=w)
+            u = net(clicks, users, sat=sat, sat_idx=sat_idx, dis=dis, dis_idx=dis_idx, scores=scores,
+                    last_only=last_only, weights=w)
         assert torch.isfinite(u).all()
         keys = real[:, None, :] if last_only else (torch.ones(T, T, dtype=torch.bool).tril() & real[:, None, :])
         has_key = keys.any(-1)                                               # (B, Q) a query with history
@@ -187,7 +188,7 @@ def test_fusion_weights_sum_to_one_and_padding_gets_weight_zero():
     # ablations fuse fewer vectors
     for kw, parts in ((dict(sid=False), 3), (dict(mlse=False), 4), (dict(sid=False, mlse=False), 2)):
         w = {}
-        _net(**kw)(clicks, users, sat, sat_idx, dis, dis_idx, scores, weights=w)
+        _net(**kw)(clicks, users, sat=sat, sat_idx=sat_idx, dis=dis, dis_idx=dis_idx, scores=scores, weights=w)
         assert w["fusion"].shape[-1] == parts
 
 
@@ -214,8 +215,8 @@ def test_causality_future_items_do_not_change_earlier_outputs():
     net = _net()
     clicks, users, sat, sat_idx, dis, dis_idx, scores = _window()
     with torch.no_grad():
-        u = net(clicks, users, sat, sat_idx, dis, dis_idx, scores)              # (B, T, d)
-        last = net(clicks, users, sat, None, dis, None, scores, last_only=True)
+        u = net(clicks, users, sat=sat, sat_idx=sat_idx, dis=dis, dis_idx=dis_idx, scores=scores)  # (B, T, d)
+        last = net(clicks, users, sat=sat, dis=dis, scores=scores, last_only=True)
     # the serving path equals the last position of the training path (newest answers in the last slot)
     full_last = torch.tensor([True, True, True, True])
     assert torch.allclose(u[full_last, -1], last[full_last], atol=1e-5)
@@ -227,7 +228,7 @@ def test_causality_future_items_do_not_change_earlier_outputs():
         sat2[b, int(sat_idx[b, t]) + 1:] = torch.randint(1, 31, sat2[b, int(sat_idx[b, t]) + 1:].shape)
         dis2[b, int(dis_idx[b, t]) + 1:] = torch.randint(1, 31, dis2[b, int(dis_idx[b, t]) + 1:].shape)
     with torch.no_grad():
-        u2 = net(c2, users, sat2, sat_idx, dis2, dis_idx, s2)
+        u2 = net(c2, users, sat=sat2, sat_idx=sat_idx, dis=dis2, dis_idx=dis_idx, scores=s2)
     rows = torch.tensor([0, 2, 3])                                              # row 1 has no click before t
     assert torch.allclose(u[rows, :t + 1], u2[rows, :t + 1], atol=1e-6)
     assert not torch.allclose(u[rows, t + 1:], u2[rows, t + 1:], atol=1e-4)
@@ -369,8 +370,8 @@ def test_serving_scores_equal_the_training_path_at_the_request(fitted, served, t
     with torch.no_grad():
         x = {k: torch.from_numpy(getattr(b, k)[rows]) for k in
              ("inputs", "users", "sat", "sat_idx", "dis", "dis_idx", "scores", "query")}
-        u = net(x["inputs"], x["users"], x["sat"], x["sat_idx"], x["dis"], x["dis_idx"], x["scores"],
-                query=x["query"])[:, -1]                                   # (n, d)
+        u = net(x["inputs"], x["users"], sat=x["sat"], sat_idx=x["sat_idx"], dis=x["dis"], dis_idx=x["dis_idx"],
+                scores=x["scores"], query=x["query"])[:, -1]                                   # (n, d)
         ids = torch.from_numpy(to_model_ids(cands))
         want = (net.click_logits(u, ids) + 0.5 * net.sat_logits(u, ids)).numpy()
     # the store at each of those requests: the user's impressions of earlier pages, in page order
