@@ -30,14 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from estimators import adjust_pvalues
+from estimators import adjust_pvalues, normal_p, random_effects, spread_sources, world_means, z_value
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict
 from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import forest_plot, interval, markdown_table, pct
 from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           register_study, run_ab_cell, run_facts, study_main)
-from studies.engine.reporting import (forest_plot, interval, markdown_table, normal_p, pct, random_effects,
-                               spread_sources, world_means, z_value)
 from studies.engine.sweep import Cell
 
 NAME = "head_to_head"
@@ -102,9 +101,9 @@ def cells(config: HeadToHeadConfig) -> list[Cell]:
 def pooled_lifts(lifts: pd.DataFrame, *, alpha: float, metrics: tuple[str, ...], correction: str,
                  policy_of: dict[str, str]) -> pd.DataFrame:
     """Random-effects pooled relative lift per (bucket, metric) over worlds (the runs of one
-    world, its policy seeds, are averaged first: :func:`studies.engine.reporting.world_means`),
+    world, its policy seeds, are averaged first: :func:`estimators.world_means`),
     corrected p-values, and where the lift's spread comes from
-    (:func:`studies.engine.reporting.spread_sources`). ``seeds`` counts worlds, ``runs`` runs.
+    (:func:`estimators.spread_sources`). ``seeds`` counts worlds, ``runs`` runs.
 
     Args:
         lifts: the cells' ``kind == "lift"`` rows (bucket, metric, seed, policy_seed, lift,
@@ -206,7 +205,7 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
               "ground truth: upper bounds, not deployable policies.", "",
               "![forest plot](forest.png)", "",
               "Where each lift's spread comes from (standard deviations of the relative lift; "
-              "`studies.engine.reporting.spread_sources`): users (the runs' own sampling error), policy training "
+              "`estimators.spread_sources`): users (the runs' own sampling error), policy training "
               "seeds on the same world, and worlds:", "",
               markdown_table(pooled[["policy", "metric", "sd_users", "sd_policy_seed", "sd_world_seed"]],
                              {c: (lambda v: "" if not np.isfinite(v) else pct(v, sign=False)) for c in

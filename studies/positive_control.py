@@ -32,10 +32,10 @@ from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_
 from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
 from experiments.runner import lifts_against
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import forest_plot, interval, markdown_table, pct
 from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets, register_study,
                           run_facts, study_main)
 from studies.head_to_head import pooled_lifts
-from studies.engine.reporting import forest_plot, interval, markdown_table, pct
 from studies.engine.sweep import Cell
 
 NAME = "positive_control"

@@ -53,16 +53,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from estimators import adjust_pvalues
+from estimators import adjust_pvalues, world_means, z_value
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
 from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
 from experiments.runner import bucket_sums
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import interval, markdown_table, num, pct
 from simulator.scenarios import sized_scenario
+from simulator.figures import COLORS, save_figure
 from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets,
                           register_study, run_facts, study_main)
 from studies.head_to_head import pooled_lifts
-from studies.engine.reporting import COLORS, interval, markdown_table, num, pct, save_figure, world_means, z_value
 from studies.engine.sweep import Cell
 
 NAME = "serving_frontier"
@@ -278,7 +279,7 @@ def pareto_efficient(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def pooled_points(points: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Per (scenario, bucket, metric): the mean of the runs' absolute values and its interval with
     the worlds held fixed (a world's runs, its policy seeds, share its users:
-    :func:`studies.engine.reporting.world_means`; the worlds' means are then averaged)."""
+    :func:`estimators.world_means`; the worlds' means are then averaged)."""
     z, rows = z_value(alpha), []
     for (scenario, bucket, metric), g in points.groupby(["scenario", "bucket", "metric"], sort=False):
         _, means, errs = world_means(g["value"].to_numpy(float), g["stderr"].to_numpy(float), g["seed"].to_numpy())

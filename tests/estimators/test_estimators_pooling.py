@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from studies.engine.reporting import normal_p, random_effects, spread_sources, world_means
+from estimators import normal_p, random_effects, spread_sources, world_means
 
 USERS, TRAINING, WORLD = 0.0016, 0.0004, 0.0009          # variances of the three parts
 
@@ -54,3 +54,4 @@ def test_spread_sources_recovers_the_parts():
     one = spread_sources(*_runs(rng, 50, 1))
     assert np.isnan(one["sd_policy_seed"])                    # no world with two policy seeds
     assert np.isnan(spread_sources([0.1], [0.01], [0])["sd_world_seed"])
+
