@@ -34,7 +34,7 @@ from estimators import adjust_pvalues, normal_p, random_effects, spread_sources,
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict
 from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
 from experiments.metrics import METRICS_BY_NAME
-from experiments.reporting import forest_plot, interval, markdown_table, pct
+from experiments.reporting import forest_plot, interval, markdown_table, pct, pval
 from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                           register_study, run_ab_cell, run_facts, study_main)
 from studies.engine.sweep import Cell
@@ -187,8 +187,7 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
     shown = shown.rename(columns={"lift_": "lift", "ci": f"{1 - config.alpha:.0%} CI",
                                   "p_adjusted": f"p ({config.correction})", "seeds_up": "runs with lift > 0",
                                   "significant_seeds": "runs significant (own run)"})
-    fmt_p = {"p_value": lambda v: "" if not np.isfinite(v) else f"{v:.3g}",
-             f"p ({config.correction})": lambda v: "" if not np.isfinite(v) else f"{v:.3g}"}
+    fmt_p = {"p_value": pval, f"p ({config.correction})": pval}
     srm = runs["srm_p"].to_numpy(float)
     train = runs["train_s"].to_numpy(float) if "train_s" in runs else np.array([np.nan])
     lines = [f"{len(config.seeds) * len(config.policy_seeds)} A/B test(s) (world seeds {list(config.seeds)} x "

@@ -58,7 +58,7 @@ from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_
 from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
 from experiments.runner import bucket_sums
 from experiments.metrics import METRICS_BY_NAME
-from experiments.reporting import interval, markdown_table, num, pct
+from experiments.reporting import interval, markdown_table, num, pct, pval
 from simulator.scenarios import sized_scenario
 from simulator.figures import COLORS, save_figure
 from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, lift_rows, policy_buckets,
@@ -410,8 +410,7 @@ def report_table(config: ServingFrontierConfig, front: pd.DataFrame) -> pd.DataF
                      "oracle satisfaction": f"{num(r[X])} {interval(r[f'{X}_low'], r[f'{X}_high'])}",
                      "AUT (s/day)": f"{num(r[Y], 1)} {interval(r[f'{Y}_low'], r[f'{Y}_high'], lambda v: num(v, 1))}",
                      "satisfaction vs twin": lift(r, X), "AUT vs twin": lift(r, Y),
-                     f"p ({config.correction})": "" if not np.isfinite(r[f"{X}_p_adjusted"])
-                     else f"{r[f'{X}_p_adjusted']:.3g}",
+                     f"p ({config.correction})": pval(r[f"{X}_p_adjusted"]),
                      "Pareto": "yes" if r["pareto"] else ""})
     out = pd.DataFrame(rows)
     return out if len(config.worlds) > 1 else out.drop(columns="world")
