@@ -16,6 +16,7 @@ Modules, one concept each:
     synthetic    seeded synthetic OPE datasets with an exactly known target value
     obp_adapter  to and from Open Bandit Pipeline's bandit_feedback dict
     ab           A/B statistics on user-randomised buckets
+    pooling      summaries over replications: t and Wilson intervals, pooling over worlds
     ranking      HR@k, NDCG@k, MRR, AUC, GAUC, UAUC
 """
 
@@ -57,6 +58,7 @@ from .ope import (
     slate_snrips,
     slate_standard_ips,
 )
+from .pooling import mean_ci, normal_p, random_effects, spread_sources, wilson, world_means, z_value
 from .propensity import LogisticPropensity, fit_exposure_propensity, fit_submit_propensity
 from .ranking import auc, gauc, hit_rate, mrr, ndcg, per_user_auc, sampled_rank_metrics, uauc, weighted_auc
 from .rates import clipped_ips, doubly_robust, ips, naive, snips, usm_debiased_rate
@@ -99,12 +101,14 @@ __all__ = [
     "LogisticPropensity",
     "make_estimator",
     "mean_calibration",
+    "mean_ci",
     "mean_difference",
     "mean_estimate",
     "minimum_detectable_effect",
     "mrr",
     "naive",
     "ndcg",
+    "normal_p",
     "ope_dm",
     "ope_dr",
     "ope_dros",
@@ -115,6 +119,7 @@ __all__ = [
     "OPEData",
     "per_user_auc",
     "power",
+    "random_effects",
     "ratio_difference",
     "ratio_estimate",
     "register_estimator",
@@ -125,6 +130,7 @@ __all__ = [
     "slate_snrips",
     "slate_standard_ips",
     "snips",
+    "spread_sources",
     "srm_test",
     "SRMResult",
     "standard_names",
@@ -135,4 +141,7 @@ __all__ = [
     "usm_debiased_rate",
     "weighted_auc",
     "weighted_calibration",
+    "wilson",
+    "world_means",
+    "z_value",
 ]

@@ -1,4 +1,6 @@
-"""The A/B report: `report.md` with the lift table and a plain-language reading, and PNG plots."""
+"""The A/B report: `report.md` with the lift table and a plain-language reading, and PNG plots.
+
+Cells are formatted by :mod:`experiments.reporting`, as in every study's report."""
 from __future__ import annotations
 
 import json
@@ -8,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.metrics import METRICS, METRICS_BY_NAME
+from experiments.reporting import num, pct, pval
 from simulator.atomic import atomic_write_text
 from simulator.figures import COLORS, save_figure, subplots
 
@@ -20,22 +23,15 @@ def _oracle_buckets(config) -> set[str]:
     return {b.name for b in config.buckets if is_oracle(b.policy)}
 
 
-def _pct(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{100 * x:+.2f}%"
-
-
-def _p(value: float) -> str:
-    return "" if pd.isna(value) else f"{value:.3g}"
-
-
-def _fmt(value: float, metric) -> str:
+def _metric_value(value: float, metric) -> str:
+    """A bucket's value of ``metric``: seconds, a plain ratio (P2N) or an unsigned percentage."""
     if not np.isfinite(value):
         return "n/a"
     if metric.name in ("aut", "avt"):
-        return f"{value:.1f} s"
+        return f"{num(value, 1)} s"
     if metric.name == "p2n":
-        return f"{value:.2f}"
-    return f"{100 * value:.2f}%"
+        return num(value, 2)
+    return pct(value, sign=False)
 
 
 def plot_daily_lifts(daily_lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Path:
@@ -105,13 +101,13 @@ def reading(lifts: pd.DataFrame, oracle: set[str], control: str, aa: bool) -> li
             for _, r in sig.iterrows():
                 m = METRICS_BY_NAME[r["metric"]]
                 good = (r["difference"] > 0) == m.higher_is_better
-                parts.append(f"{m.label} {_pct(r['lift'])} [{_pct(r['lift_ci_low'])}, {_pct(r['lift_ci_high'])}]"
+                parts.append(f"{m.label} {pct(r['lift'])} [{pct(r['lift_ci_low'])}, {pct(r['lift_ci_high'])}]"
                              f" ({'better' if good else 'worse'})")
             lines.append(f"- **{bucket}**{tag}: " + "; ".join(parts) + ".")
         o = sub[sub["metric"] == "oracle_satisfaction"]
         if not o.empty and np.isfinite(o["lift"].iloc[0]):
-            lines.append(f"  Ground truth: its users' mean satisfaction moved {_pct(o['lift'].iloc[0])} "
-                         f"[{_pct(o['lift_ci_low'].iloc[0])}, {_pct(o['lift_ci_high'].iloc[0])}] vs {control} "
+            lines.append(f"  Ground truth: its users' mean satisfaction moved {pct(o['lift'].iloc[0])} "
+                         f"[{pct(o['lift_ci_low'].iloc[0])}, {pct(o['lift_ci_high'].iloc[0])}] vs {control} "
                          "(oracle metric, not observable on a real platform).")
     if aa:
         lines.append("- This is an **A/A test**: every bucket runs the same policy, so about "
@@ -137,11 +133,11 @@ def questionnaire_reading(pairs: pd.DataFrame) -> list[str]:
             ("up" if watch["lift"] > 0 else "down")
         lines.append(
             f"- {answer} `{treatment}` uses questionnaire answers; `{twin}` is the same method without them. "
-            f"Its users' true mean satisfaction moved {_pct(sat['lift'])} [{_pct(low)}, {_pct(high)}] against "
-            f"`{twin}` (oracle metric, 95% CI), and their watch time per day (AUT) {_pct(watch['lift'])} "
-            f"[{_pct(watch['lift_ci_low'])}, {_pct(watch['lift_ci_high'])}] ({watch_words}). "
+            f"Its users' true mean satisfaction moved {pct(sat['lift'])} [{pct(low)}, {pct(high)}] against "
+            f"`{twin}` (oracle metric, 95% CI), and their watch time per day (AUT) {pct(watch['lift'])} "
+            f"[{pct(watch['lift_ci_low'])}, {pct(watch['lift_ci_high'])}] ({watch_words}). "
             f"The survey like rate, response-debiased, the platform's own view, moved "
-            f"{_pct(g.loc['survey_like_rate_debiased', 'lift'])}.")
+            f"{pct(g.loc['survey_like_rate_debiased', 'lift'])}.")
     return lines
 
 
@@ -182,9 +178,10 @@ def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
             continue
         star = " *" if bool(r["significant"]) else ""
         name = m.label + (" (oracle)" if m.oracle else "")
-        lines.append(f"| {r['bucket']} | {name} | {_fmt(r['control'], m)} | {_fmt(r['treatment'], m)} | "
-                     f"{_pct(r['lift'])}{star} | [{_pct(r['lift_ci_low'])}, {_pct(r['lift_ci_high'])}] | "
-                     f"{r['p_value']:.3g} | {_p(r['p_adjusted'])} |")
+        lines.append(f"| {r['bucket']} | {name} | {_metric_value(r['control'], m)} | "
+                     f"{_metric_value(r['treatment'], m)} | "
+                     f"{pct(r['lift'])}{star} | [{pct(r['lift_ci_low'])}, {pct(r['lift_ci_high'])}] | "
+                     f"{r['p_value']:.3g} | {pval(r['p_adjusted'])} |")
     lines += ["", "`*` significant at alpha = "
               f"{config.ab.alpha} after correction.", "",
               "## Daily lifts", "", "![daily lifts](daily_lifts.png)", "",

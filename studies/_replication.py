@@ -27,17 +27,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from estimators import mean_ci, random_effects, world_means, z_value
 from simulator.config import (ConfigError, SimConfig, doc_field, check_choice, check_int_at_least,
                               dump_toml, from_dict, to_dict, with_overrides)
+from simulator.figures import COLORS, save_figure
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import band_plot, forest_plot, interval, markdown_table, pct
 from studies.engine.base import (Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                                  run_ab_cell, run_facts)
 from studies.head_to_head import pooled_lifts
 from studies.engine.offline import METRICS as OFFLINE_METRICS
 from studies.engine.offline import TARGETS, evaluate_policies
-from studies.engine.reporting import COLORS, band_plot, forest_plot, interval, markdown_table, pct, random_effects, \
-    save_figure, world_means, z_value
 from studies.engine.sweep import Cell
 
 CACHE_VERSION = 2                    # 2: one learning schedule for every bucket; policy seeds
@@ -411,7 +412,6 @@ class Claim:
 def _offline_claim(claim: Claim, config: ReplicationConfig, by_seed: pd.DataFrame) -> dict:
     """Per-seed difference treatment - baseline (of |value| with ``absolute``), mean and t interval."""
     from studies.engine.offline import RANK_METRICS
-    from studies.engine.reporting import mean_ci
     name = claim.metric.upper() if claim.metric in OFFLINE_METRICS else claim.metric
     row = {"measure": f"Δ |{name}|" if claim.absolute else f"Δ {name}", "unit": "difference"}
     if claim.metric in RANK_METRICS:

@@ -33,12 +33,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from estimators import wilson
 from simulator.config import SimConfig, doc_field, check_int_at_least, from_dict, to_dict
+from simulator.figures import COLORS, save_figure
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import run_experiment
 from experiments.metrics import METRICS, METRICS_BY_NAME
+from experiments.reporting import markdown_table, num, pct
 from studies.engine.base import Summary, check_policies, register_study, study_main
-from studies.engine.reporting import COLORS, markdown_table, num, pct, save_figure, wilson
 from studies.engine.sweep import Cell
 
 NAME = "aa_validity"

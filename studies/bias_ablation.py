@@ -48,12 +48,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from estimators import LogisticPropensity, doubly_robust, ips, naive, snips, usm_debiased_rate
+from estimators import LogisticPropensity, doubly_robust, ips, mean_ci, naive, snips, usm_debiased_rate
 from simulator.config import ConfigError, SimConfig, doc_field, from_dict, to_dict, with_overrides
 from experiments.metrics import submit_propensity
+from experiments.reporting import band_plot, markdown_table, num
 from simulator.schema import ISSUE_ANSWERS, NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK
+from simulator.figures import COLORS, save_figure
 from studies.engine.base import Summary, check_seeds, register_study, study_main
-from studies.engine.reporting import COLORS, band_plot, markdown_table, mean_ci, num, save_figure
 from studies.engine.sweep import Cell
 
 NAME = "bias_ablation"

@@ -30,14 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from estimators import adjust_pvalues
+from estimators import adjust_pvalues, normal_p, random_effects, spread_sources, world_means, z_value
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import forest_plot, interval, markdown_table, pct, pval
 from studies.engine.base import (Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                                  register_study, run_ab_cell, run_facts, study_main)
-from studies.engine.reporting import (forest_plot, interval, markdown_table, normal_p, pct, random_effects,
-                               spread_sources, world_means, z_value)
 from studies.engine.sweep import Cell
 
 NAME = "head_to_head"
@@ -91,9 +90,9 @@ def cells(config: HeadToHeadConfig) -> list[Cell]:
 def pooled_lifts(lifts: pd.DataFrame, *, alpha: float, metrics: tuple[str, ...], correction: str,
                  policy_of: dict[str, str]) -> pd.DataFrame:
     """Random-effects pooled relative lift per (bucket, metric) over worlds (the runs of one
-    world, its policy seeds, are averaged first: :func:`studies.engine.reporting.world_means`),
+    world, its policy seeds, are averaged first: :func:`estimators.world_means`),
     corrected p-values, and where the lift's spread comes from
-    (:func:`studies.engine.reporting.spread_sources`). ``seeds`` counts worlds, ``runs`` runs.
+    (:func:`estimators.spread_sources`). ``seeds`` counts worlds, ``runs`` runs.
 
     Args:
         lifts: the cells' ``kind == "lift"`` rows (bucket, metric, seed, policy_seed, lift,
@@ -177,8 +176,7 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
     shown = shown.rename(columns={"lift_": "lift", "ci": f"{1 - config.ab.alpha:.0%} CI",
                                   "p_adjusted": f"p ({config.ab.correction})", "seeds_up": "runs with lift > 0",
                                   "significant_seeds": "runs significant (own run)"})
-    fmt_p = {"p_value": lambda v: "" if not np.isfinite(v) else f"{v:.3g}",
-             f"p ({config.ab.correction})": lambda v: "" if not np.isfinite(v) else f"{v:.3g}"}
+    fmt_p = {"p_value": pval, f"p ({config.ab.correction})": pval}
     srm = runs["srm_p"].to_numpy(float)
     train = runs["train_s"].to_numpy(float) if "train_s" in runs else np.array([np.nan])
     lines = [f"{len(config.seeds) * len(config.policy_seeds)} A/B test(s) (world seeds {list(config.seeds)} x "
@@ -195,7 +193,7 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
               "ground truth: upper bounds, not deployable policies.", "",
               "![forest plot](forest.png)", "",
               "Where each lift's spread comes from (standard deviations of the relative lift; "
-              "`studies.engine.reporting.spread_sources`): users (the runs' own sampling error), policy training "
+              "`estimators.spread_sources`): users (the runs' own sampling error), policy training "
               "seeds on the same world, and worlds:", "",
               markdown_table(pooled[["policy", "metric", "sd_users", "sd_policy_seed", "sd_world_seed"]],
                              {c: (lambda v: "" if not np.isfinite(v) else pct(v, sign=False)) for c in

@@ -33,14 +33,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from estimators import mean_ci
 from simulator.config import ConfigError, SimConfig, doc_field, check_int_at_least, from_dict, to_dict
+from simulator.figures import COLORS, save_figure
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import run_experiment
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import markdown_table, num
 from studies.engine.base import (Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,
                                  register_study, study_main, world_variant)
 from studies.engine.offline import METRICS as OFFLINE_METRICS
-from studies.engine.reporting import COLORS, markdown_table, mean_ci, num, save_figure
 from studies.engine.sweep import Cell
 
 NAME = "offline_online"

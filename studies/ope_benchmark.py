@@ -53,11 +53,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from estimators import z_value
 from simulator.config import (ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict,
                               with_overrides)
+from simulator.figures import COLORS, save_figure
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
+from experiments.reporting import markdown_table, num, pct
 from studies.engine.base import Summary, check_policies, check_seeds, register_study, run_facts, study_main
-from studies.engine.reporting import COLORS, markdown_table, num, pct, save_figure, z_value
 from studies.engine.sweep import Cell
 
 NAME = "ope_benchmark"

@@ -32,10 +32,10 @@ from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import lifts_against
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import forest_plot, interval, markdown_table, pct, pval
 from studies.engine.base import (Summary, check_policies, check_seeds, lift_rows, policy_buckets, register_study,
                                  run_facts, study_main)
 from studies.head_to_head import pooled_lifts
-from studies.engine.reporting import forest_plot, interval, markdown_table, pct
 from studies.engine.sweep import Cell
 
 NAME = "positive_control"
@@ -146,8 +146,7 @@ def summarise(config: PositiveControlConfig, table: pd.DataFrame, out: Path) -> 
     shown = shown[["pair", "metric", "lift_", "ci", "p_value", "p_adjusted", "runs_up", "sd"]].rename(columns={
         "lift_": "lift", "ci": f"{1 - config.ab.alpha:.0%} CI", "p_adjusted": f"p ({config.ab.correction}, verdict)",
         "runs_up": "runs with lift > 0", "sd": "sd: users / policy seed / world"})
-    fmt_p = {c: (lambda v: "" if not np.isfinite(v) else f"{v:.3g}")
-             for c in ("p_value", f"p ({config.ab.correction}, verdict)")}
+    fmt_p = {c: pval for c in ("p_value", f"p ({config.ab.correction}, verdict)")}
     lines = [f"{len(config.seeds) * len(config.policy_seeds)} A/B tests (world seeds {list(config.seeds)} x policy "
              f"seeds {list(config.policy_seeds)}), each on a fresh world of {config.world.users.n_users:,} users: "
              f"{config.ab.pre_days} production-served day(s) train the policies, then {config.ab.days} day(s) with "

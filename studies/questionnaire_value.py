@@ -40,11 +40,12 @@ import pandas as pd
 
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, to_dict, with_overrides
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import band_plot, markdown_table, pct
 from simulator.scenarios import sized_scenario
+from simulator.figures import COLORS, save_figure
 from studies.engine.base import Summary, register_study, study_main
 from studies.head_to_head import pooled_lifts
 from studies.positive_control import PositiveControlConfig
-from studies.engine.reporting import COLORS, band_plot, markdown_table, pct, save_figure
 from studies.engine.sweep import Cell
 
 NAME = "questionnaire_value"

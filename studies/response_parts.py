@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from estimators import mean_ci
 from simulator.config import ConfigError, SimConfig, doc_field, to_dict, with_overrides
 from simulator.scenarios import sized_scenario
+from simulator.figures import COLORS, save_figure
+from experiments.reporting import markdown_table, num
 from studies.engine.base import Summary, check_seeds, register_study, study_main
-from studies.engine.reporting import COLORS, markdown_table, mean_ci, num, save_figure
 from studies.engine.sweep import Cell
 
 NAME = "response_parts"

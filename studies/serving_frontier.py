@@ -53,16 +53,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from estimators import adjust_pvalues
+from estimators import adjust_pvalues, world_means, z_value
 from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import bucket_sums
 from experiments.metrics import METRICS_BY_NAME
+from experiments.reporting import interval, markdown_table, num, pct, pval
 from simulator.scenarios import sized_scenario
+from simulator.figures import COLORS, save_figure
 from studies.engine.base import (Summary, check_policies, check_seeds, lift_rows, policy_buckets,
                                  register_study, run_facts, study_main)
 from studies.head_to_head import pooled_lifts
-from studies.engine.reporting import COLORS, interval, markdown_table, num, pct, save_figure, world_means, z_value
 from studies.engine.sweep import Cell
 
 NAME = "serving_frontier"
@@ -268,7 +269,7 @@ def pareto_efficient(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def pooled_points(points: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Per (scenario, bucket, metric): the mean of the runs' absolute values and its interval with
     the worlds held fixed (a world's runs, its policy seeds, share its users:
-    :func:`studies.engine.reporting.world_means`; the worlds' means are then averaged)."""
+    :func:`estimators.world_means`; the worlds' means are then averaged)."""
     z, rows = z_value(alpha), []
     for (scenario, bucket, metric), g in points.groupby(["scenario", "bucket", "metric"], sort=False):
         _, means, errs = world_means(g["value"].to_numpy(float), g["stderr"].to_numpy(float), g["seed"].to_numpy())
@@ -399,8 +400,7 @@ def report_table(config: ServingFrontierConfig, front: pd.DataFrame) -> pd.DataF
                      "oracle satisfaction": f"{num(r[X])} {interval(r[f'{X}_low'], r[f'{X}_high'])}",
                      "AUT (s/day)": f"{num(r[Y], 1)} {interval(r[f'{Y}_low'], r[f'{Y}_high'], lambda v: num(v, 1))}",
                      "satisfaction vs twin": lift(r, X), "AUT vs twin": lift(r, Y),
-                     f"p ({config.ab.correction})": "" if not np.isfinite(r[f"{X}_p_adjusted"])
-                     else f"{r[f'{X}_p_adjusted']:.3g}",
+                     f"p ({config.ab.correction})": pval(r[f"{X}_p_adjusted"]),
                      "Pareto": "yes" if r["pareto"] else ""})
     out = pd.DataFrame(rows)
     return out if len(config.worlds) > 1 else out.drop(columns="world")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from simulator.figures import COLORS, save_figure
 from studies import _replication as R
 from studies.engine.base import Summary, register_study, study_main
-from studies.engine.reporting import COLORS, save_figure
 from studies.engine.sweep import Cell
 
 NAME = "sine_replication"

@@ -70,6 +70,6 @@ def test_public_api_is_exported_and_documented():
         obj = getattr(estimators, name)
         assert inspect.getdoc(obj), f"{name} has no docstring"
     exported = {n for n in dir(estimators) if not n.startswith("_")}
-    modules = {"ab", "base", "calibration", "ope", "propensity", "ranking", "rates", "registry",
+    modules = {"ab", "base", "calibration", "ope", "pooling", "propensity", "ranking", "rates", "registry",
                "checks", "synthetic", "obp_adapter"}
     assert exported - modules == set(estimators.__all__)

@@ -9,7 +9,7 @@ from simulator.figures import COLORS, save_figure, subplots
 
 def test_importing_the_plotting_modules_leaves_pyplot_and_the_backend_alone():
     code = ("import matplotlib; before = matplotlib.get_backend(); "
-            "import simulator.plots, experiments.report, studies.engine.reporting, studies.scorecard; "
+            "import simulator.plots, experiments.report, experiments.reporting, studies.scorecard; "
             "import sys; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'; "
             "assert matplotlib.get_backend() == before, matplotlib.get_backend()")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

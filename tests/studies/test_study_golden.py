@@ -186,7 +186,7 @@ def test_easq_online_lifts_are_against_the_offline_only_model(fast_run):
 
 
 def test_positive_control_pools_each_pair_over_runs(fast_run):
-    from studies.engine.reporting import z_value
+    from estimators import z_value
     out = fast_run("positive_control")
     pooled = pd.read_csv(out / "table.csv").set_index(["pair", "metric"])
     runs = pd.read_csv(out / "lifts_by_run.csv")
