@@ -198,7 +198,7 @@ def _uniformity_note(rates: pd.DataFrame) -> str:
 def summarise(config: AAValidityConfig, table: pd.DataFrame, out: Path) -> Summary:
     rates = metric_rates(table, config.ab.alpha)
     family = family_rates(table, config.ab.alpha)
-    figures = _plots(rates, table, out, config.ab.alpha)
+    _plots(rates, table, out, config.ab.alpha)                 # aa_rates.png and aa_pvalues.png, linked below
     flagged = rates[rates["flag"] != "ok"]
     holds = bool(flagged.empty) if len(rates) else None
     fw = family.iloc[0]
