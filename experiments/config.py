@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from simulator.config import (ConfigError, SimConfig, check_choice, check_int_at_least, check_nonnegative,
-                              check_probability, doc_field)
+from simulator.checks import check_choice, check_int_at_least, check_nonnegative, check_probability
+from simulator.config import ConfigError, SimConfig, doc_field
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import (ConfigError, SimConfig, doc_field, check_choice, check_int_at_least,
-                              dump_toml, from_dict, to_dict, with_overrides)
+from simulator.checks import check_choice, check_int_at_least
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
 from experiments.config import ExperimentConfig, check_ab_settings, describe_learning
 from experiments.metrics import METRICS_BY_NAME
 from studies.engine.base import (PolicySpec, Summary, check_policies, check_seeds, is_oracle, lift_rows, policy_buckets,

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from simulator.config import ConfigError, SimConfig, doc_field, check_int_at_least, from_dict, to_dict
+from simulator.checks import check_int_at_least
+from simulator.config import ConfigError, SimConfig, doc_field, from_dict, to_dict
 from experiments.config import ExperimentConfig
 from experiments.runner import run_experiment
 from experiments.metrics import METRICS_BY_NAME

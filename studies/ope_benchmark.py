@@ -53,8 +53,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.config import (ConfigError, SimConfig, doc_field, check_int_at_least, dump_toml, from_dict, to_dict,
-                              with_overrides)
+from simulator.checks import check_int_at_least
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
 from experiments.config import BucketConfig, ExperimentConfig
 from studies.engine.base import PolicySpec, Summary, check_policies, check_seeds, register_study, run_facts, study_main
 from studies.engine.reporting import COLORS, markdown_table, num, pct, save_figure, z_value

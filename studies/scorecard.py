@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from simulator.atomic import atomic_write_text
-from simulator.config import ConfigError, doc_field, check_choice, dump_toml
+from simulator.checks import check_choice
+from simulator.config import ConfigError, doc_field, dump_toml
 from studies import _replication as R
 from studies.engine.base import VARIANTS, Summary, Study, check_seeds, get_study, load_config, register_study, study_main
 from studies.engine.reporting import interval, markdown_table, num, pct, save_figure
