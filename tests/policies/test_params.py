@@ -4,8 +4,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from policies import make_policy
+from policies.easq import EASQConfig
+from policies.encoders import EncoderConfig
 from policies.params import ParameterError, nested
+from policies.sine.model import SINEConfig
+from policies.usm import NetConfig
 from simulator.checks import ConfigError, check_int_at_least, check_positive
+
+USM_NET = dict(n_users=3, n_items=4, n_authors=2, n_cats=(1, 2, 3), n_dense=2, heads=("like",), hidden=(16, 8))
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,19 @@ def test_a_group_built_alone_raises_the_config_error_that_nested_turns_into_a_pa
     with pytest.raises(ParameterError, match=r"^toy: train\.lr=0 must be > 0$"):
         Toy(train={"lr": 0})
     assert issubclass(ParameterError, ConfigError)      # so the CLIs report it like a bad config (exit 2)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: SINEConfig(beta=float("nan")), r"beta=nan must be in \(0, 1\)"),
+    (lambda: SINEConfig(n_interests=True), "n_interests=True must be an integer >= 1"),
+    (lambda: EASQConfig(EncoderConfig(n_items=5), sat_hidden=0.5), "sat_hidden=0.5 must be an integer >= 1"),
+    (lambda: NetConfig(**USM_NET, id_dropout=float("nan")), r"id_dropout=nan must be in \[0, 1\)"),
+    (lambda: NetConfig(**{**USM_NET, "hidden": (16, 0)}), r"hidden=\(16, 0\) must be a list of positive integers"),
+])
+def test_the_networks_configs_use_the_same_checks(build, message):
+    """The networks' own configs (checked again where a policy builds them) refuse what the groups refuse."""
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        build()
 
 
 def test_make_policy_names_an_unknown_parameter_and_lists_the_valid_ones():
