@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from simulator.config import (ConfigError, SimConfig, check_choice, check_int_at_least, check_nonnegative,
-                              check_probability, doc_field)
+from simulator.checks import check_choice, check_int_at_least, check_interval, check_nonnegative, check_probability
+from simulator.config import ConfigError, SimConfig, doc_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +86,7 @@ class ABSettings:
             raise ConfigError(f"learning='update' needs update_interval_s > 0, got {self.update_interval_s!r}")
         check_int_at_least("update_epochs", self.update_epochs, 1)
         check_choice("correction", self.correction, ("holm", "bh"))
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha={self.alpha!r} must be in (0, 1)")
+        check_interval("alpha", self.alpha, 0, 1, open_left=True, open_right=True)
 
     @property
     def experiment_days(self) -> range:

@@ -8,6 +8,7 @@ import numpy as np
 
 from policies.base import check_fitted, register_policy, resolve_update_epochs
 from policies.data import check_observable, n_items_of
+from simulator.checks import check_choice
 from simulator.schema import LogData, RankBatch
 
 
@@ -107,8 +108,7 @@ class MostPopular:
     counts_: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
-        if self.source not in ("train", "live"):
-            raise ValueError(f"source={self.source!r} must be 'train' or 'live'")
+        check_choice("source", self.source, ("train", "live"))
         check_observable(train, required=("item_id", "effective_view"))
         self.counts_ = self._counts(train, n_items_of(train))
         self.fitted_ = True

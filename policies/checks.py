@@ -13,7 +13,7 @@ and scikit-learn's ``parametrize_with_checks``).
 - ``fit`` on empty logs raises ``ValueError`` or, for a policy that learns nothing from logs
   (random, production), leaves a policy that still scores;
 - the policy's module, and every ``policies`` module it imports, imports nothing from
-  ``simulator`` except ``simulator.schema``;
+  ``simulator`` except ``simulator.schema`` and ``simulator.checks`` (:data:`ALLOWED_SIMULATOR_MODULES`);
 - ``temperature`` is None or positive; ``update`` (if defined) keeps the scores well formed.
 
 Policies that read the world (``requires_world = True``, the oracle) are built by the same
@@ -34,6 +34,10 @@ import pandas as pd
 
 from policies.base import NotFittedError
 from simulator.schema import ORACLE_PREFIX, LogData, RankBatch
+
+ALLOWED_SIMULATOR_MODULES = ("simulator.schema", "simulator.checks")
+"""What a policy may import from the simulator: the logs' schema, and the checks of named settings that its
+parameters share with the config (they read no world)."""
 
 CHECKS = ("not_fitted", "fit_returns_self", "score_shape", "deterministic", "refuses_oracle",
           "empty_logs", "imports", "temperature", "update")
@@ -132,7 +136,7 @@ def check_policy(policy_factory: Callable[[], Any], train: LogData, batch: RankB
     ran.append("empty_logs")
 
     bad = simulator_imports(type(policy))
-    _expect(not bad, "imports", name, f"imports from the simulator beyond simulator.schema: {bad}")
+    _expect(not bad, "imports", name, f"imports from the simulator beyond {', '.join(ALLOWED_SIMULATOR_MODULES)}: {bad}")
     ran.append("imports")
 
     t = getattr(policy, "temperature", "missing")
@@ -163,7 +167,7 @@ def _with_oracle(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def simulator_imports(cls: type) -> dict[str, set[str]]:
-    """``{module file: imported simulator modules}`` beyond ``simulator.schema``, for the module
+    """``{module file: imported simulator modules}`` beyond :data:`ALLOWED_SIMULATOR_MODULES`, for the module
     defining ``cls`` and every ``policies`` module it imports (transitively)."""
     start = inspect.getsourcefile(cls)
     if start is None:
@@ -176,7 +180,7 @@ def simulator_imports(cls: type) -> dict[str, set[str]]:
             continue
         seen.add(path)
         for module in _imports(path):
-            if module.startswith("simulator") and module != "simulator.schema":
+            if module.startswith("simulator") and module not in ALLOWED_SIMULATOR_MODULES:
                 bad.setdefault(path.name, set()).add(module)
             elif module == "policies" or module.startswith("policies."):
                 try:

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policies.params import heads_divide
+from simulator.checks import check_int_at_least, check_probability, check_sizes
+
 Reweight = Callable[[torch.Tensor, int], torch.Tensor]
 """``reweight(weights, layer) -> weights``: (B, h, Tq, T) attention probabilities of one layer
 (rows sum to 1 over allowed keys) in, the weights to apply to the values out."""
@@ -61,14 +64,10 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_items", "max_len", "d_model", "n_layers", "n_heads", "ffn_mult"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if any(n < 1 for n in self.side_sizes):
-            raise ValueError(f"side_sizes={self.side_sizes} must all be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+            check_int_at_least(name, getattr(self, name), 1)
+        heads_divide(self.d_model, self.n_heads)
+        check_sizes("side_sizes", self.side_sizes, allow_empty=True)
+        check_probability("dropout", self.dropout, open_right=True)
 
 
 class CausalSelfAttention(nn.Module):

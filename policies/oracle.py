@@ -13,6 +13,7 @@ import numpy as np
 
 from policies.base import NotFittedError, register_policy
 from policies.data import check_observable
+from simulator.checks import check_choice
 from simulator.schema import LogData, RankBatch
 
 TARGETS = ("satisfaction", "watch_time")
@@ -35,8 +36,7 @@ class OraclePolicy:
     fitted_: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise ValueError(f"target={self.target!r} must be one of {', '.join(TARGETS)}")
+        check_choice("target", self.target, TARGETS)
 
     def attach(self, world: Any, state: Any) -> Self:
         """Give the oracle the world (ground-truth functions) and the users' state (active

@@ -49,6 +49,7 @@ from policies.data import (Sequences, check_observable, holdout_last, item_side,
                            to_model_ids)
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, sampled_metrics, train_model
+from simulator.checks import check_choice, check_int_at_least, check_nonnegative, check_temperature
 from simulator.schema import PAD, LogData, RankBatch
 
 METRICS = ("ndcg@10", "hr@10")
@@ -207,17 +208,13 @@ class SASRec:
 
         Raises:
             ValueError: oracle columns, missing columns, no impressions, no user with clicks
-                on two pages, or a bad parameter.
+                on two pages, or a bad parameter (a :class:`~simulator.checks.ConfigError`).
         """
         check_observable(train)
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0 or None")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric={self.metric!r} must be one of {', '.join(METRICS)}")
-        if self.skip_weight < 0:
-            raise ValueError(f"skip_weight={self.skip_weight} must be >= 0")
-        if self.eval_negatives < 1:
-            raise ValueError(f"eval_negatives={self.eval_negatives} must be >= 1")
+        check_temperature("temperature", self.temperature)
+        check_choice("metric", self.metric, METRICS)
+        check_nonnegative("skip_weight", self.skip_weight)
+        check_int_at_least("eval_negatives", self.eval_negatives, 1)
         n_items = n_items_of(train)
         side = item_side(train.items, self.item_features, n_items)
         encoder_config = EncoderConfig(n_items=n_items, max_len=self.max_len, d_model=self.d_model,

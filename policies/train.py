@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from estimators import sampled_rank_metrics
+from simulator.checks import check_int_at_least, check_nonnegative, check_positive
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -63,12 +64,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
-        if self.weight_decay < 0 or self.min_delta < 0:
-            raise ValueError(f"weight_decay={self.weight_decay} and min_delta={self.min_delta} must be >= 0")
+            check_int_at_least(name, getattr(self, name), 1)
+        check_positive("lr", self.lr)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_nonnegative("min_delta", self.min_delta)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 Every field carries a one-line description in its metadata (``doc``); the CLI turns those into
 ``--section.field`` options and ``--help`` text, so a field documented here is documented there.
-A sweep makes variants with ``dataclasses.replace`` or :func:`with_overrides`.
+A sweep makes variants with ``dataclasses.replace`` or :func:`with_overrides`. The field checks
+and :class:`ConfigError` come from :mod:`simulator.checks`.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 import types
 import typing
@@ -18,11 +18,10 @@ from typing import Any
 
 import tomli_w
 
+from simulator.checks import (ConfigError, check_beta, check_choice, check_finite, check_flag, check_int_at_least,
+                              check_interval, check_nonnegative, check_positive, check_probability, is_finite_number)
+
 TARGETING_RULES = ("none", "popular_items", "fresh_items", "active_users")
-
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names the field."""
 
 
 def doc_field(default: Any, doc: str) -> Any:
@@ -30,44 +29,6 @@ def doc_field(default: Any, doc: str) -> Any:
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults")
     return field(default=default, metadata={"doc": doc})
-
-
-# ----------------------------------------------------------------------------- checks
-def check_probability(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(f"{name}={value!r} must be in [0, 1]")
-
-
-def check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name}={value!r} must be > 0")
-
-
-def check_nonnegative(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{name}={value!r} must be >= 0")
-
-
-def check_finite(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value)):
-        raise ConfigError(f"{name}={value!r} must be a finite number")
-
-
-def check_int_at_least(name: str, value: int, low: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
-
-
-def check_beta(name: str, value: tuple[float, ...]) -> None:
-    """Parameters (a, b) of a Beta distribution: two numbers > 0."""
-    if not (isinstance(value, tuple) and len(value) == 2
-            and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in value)):
-        raise ConfigError(f"{name}={value!r} must be two numbers (a, b), both > 0")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -108,8 +69,7 @@ class CatalogConfig:
             raise ConfigError(
                 f"durations must satisfy duration_min_s <= duration_median_s <= duration_max_s, got "
                 f"{self.duration_min_s}, {self.duration_median_s}, {self.duration_max_s}")
-        if not -1.0 <= self.clickbait_corr <= 1.0:
-            raise ConfigError(f"clickbait_corr={self.clickbait_corr!r} must be in [-1, 1]")
+        check_interval("clickbait_corr", self.clickbait_corr, -1, 1)
         check_probability("issue_item_share", self.issue_item_share)
         for name in ("issue_flagged_beta", "issue_background_beta"):
             check_beta(name, getattr(self, name))
@@ -165,14 +125,13 @@ class UserConfig:
         check_probability("fatigue_decay", self.fatigue_decay)
         check_probability("session_fatigue_carry", self.session_fatigue_carry)
         if not (isinstance(self.diurnal, tuple) and len(self.diurnal) == 24
-                and all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in self.diurnal)
+                and all(is_finite_number(v) and v >= 0 for v in self.diurnal)
                 and sum(self.diurnal) > 0):
             raise ConfigError(f"diurnal={self.diurnal!r} must be 24 numbers >= 0 (one per hour), not all 0")
         check_probability("active_boost", self.active_boost)
         check_probability("interest_switch_prob", self.interest_switch_prob)
         check_probability("random_responder_share", self.random_responder_share)
-        if not 0.0 < self.willingness_mean < 1.0:
-            raise ConfigError(f"willingness_mean={self.willingness_mean!r} must be in (0, 1)")
+        check_interval("willingness_mean", self.willingness_mean, 0, 1, open_left=True, open_right=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +169,7 @@ class BehaviourConfig:
     def __post_init__(self) -> None:
         check_positive("skip_threshold_s", self.skip_threshold_s)
         check_probability("satisfaction_ema", self.satisfaction_ema)
-        if not 0.0 < self.effective_view_fraction <= 1.0:
-            raise ConfigError(
-                f"effective_view_fraction={self.effective_view_fraction!r} must be in (0, 1]")
+        check_interval("effective_view_fraction", self.effective_view_fraction, 0, 1, open_left=True)
         check_positive("watch_scale", self.watch_scale)
         check_nonnegative("issue_scale", self.issue_scale)
         for f in dataclasses.fields(self):
@@ -352,8 +309,7 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
         (inner, *_rest) = typing.get_args(tp)
         return tuple(_coerce(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
     if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}={value!r} must be true or false")
+        check_flag(path, value)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from estimators import mean_ci, random_effects, world_means, z_value
-from simulator.config import (ConfigError, SimConfig, doc_field, check_choice, check_int_at_least,
-                              dump_toml, from_dict, to_dict, with_overrides)
+from simulator.checks import check_choice, check_int_at_least
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
 from simulator.figures import COLORS, save_figure
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.metrics import METRICS_BY_NAME

@@ -34,7 +34,8 @@ import pandas as pd
 from scipy import stats
 
 from estimators import wilson
-from simulator.config import SimConfig, doc_field, check_int_at_least, from_dict, to_dict
+from simulator.checks import check_int_at_least
+from simulator.config import SimConfig, doc_field, from_dict, to_dict
 from simulator.figures import COLORS, save_figure
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.runner import run_experiment

@@ -54,8 +54,7 @@ import numpy as np
 import pandas as pd
 
 from estimators import z_value
-from simulator.config import (ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict,
-                              with_overrides)
+from simulator.config import ConfigError, SimConfig, doc_field, dump_toml, from_dict, to_dict, with_overrides
 from simulator.figures import COLORS, save_figure
 from experiments.config import ABSettings, BucketConfig, ExperimentConfig, ab_settings
 from experiments.reporting import markdown_table, num, pct

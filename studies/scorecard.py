@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from simulator.atomic import atomic_write_text
-from simulator.config import ConfigError, doc_field, check_choice, dump_toml
+from simulator.checks import check_choice
+from simulator.config import ConfigError, doc_field, dump_toml
 from simulator.figures import save_figure
 from experiments.reporting import interval, markdown_table, num, pct
 from studies import _replication as R

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.encoders import EncoderConfig, SequenceEncoder
+from simulator.checks import check_int_at_least
 
 DENSE_TASKS = ("effective_view", "watch_fraction", "like")
 """The dense tasks k of Eq. (1), in the order of the (..., K) logits."""
@@ -31,8 +32,7 @@ class LoRALinear(nn.Module):
 
     def __init__(self, d_in: int, d_out: int, rank: int, alpha: float, bias: bool = True):
         super().__init__()
-        if rank < 0:
-            raise ValueError(f"rank={rank} must be >= 0")
+        check_int_at_least("rank", rank, 0)
         self.base = nn.Linear(d_in, d_out, bias=bias)
         self.rank = rank
         self.scale = alpha / rank if rank else 0.0
@@ -99,8 +99,7 @@ class EASQConfig:
         if len(self.fusion) != len(DENSE_TASKS) + 1:
             raise ValueError(f"fusion={self.fusion} must have {len(DENSE_TASKS) + 1} weights "
                              f"({', '.join(DENSE_TASKS)}, satisfaction)")
-        if self.sat_hidden < 1:
-            raise ValueError(f"sat_hidden={self.sat_hidden} must be >= 1")
+        check_int_at_least("sat_hidden", self.sat_hidden, 1)
 
 
 @contextmanager

@@ -6,13 +6,13 @@ train = { max_epochs = 1 }, align = { epochs = 1 } }``; a bad value raises
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-from numbers import Real
 from typing import Any
 
 from policies.encoders import EncoderConfig
-from policies.params import ParameterError, at_least, column_names, flag, heads_divide, nonnegative, positive, probability
+from policies.params import ParameterError, column_names, heads_divide
+from simulator.checks import (check_flag, check_int_at_least, check_nonnegative, check_positive, check_probability,
+                              is_finite_number)
 from simulator.schema import SATISFIED_ANSWERS, SURVEY_ANSWERS
 
 
@@ -20,7 +20,7 @@ def weights(name: str, value: Any, n: int) -> tuple[float, ...]:
     """``value`` as ``n`` finite weights (a TOML list or a tuple)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != n:
         raise ParameterError(f"{name}={tuple(value) if isinstance(value, list) else value!r} must have {n} weights")
-    if any(isinstance(w, bool) or not isinstance(w, Real) or not math.isfinite(w) for w in value):
+    if not all(is_finite_number(w) for w in value):
         raise ParameterError(f"{name}={tuple(value)!r} must be {n} finite numbers")
     return tuple(float(w) for w in value)
 
@@ -54,9 +54,9 @@ class EncoderParams:
 
     def __post_init__(self) -> None:
         for name in ("max_len", "d_model", "n_layers", "n_heads"):
-            at_least(name, getattr(self, name), 1)
+            check_int_at_least(name, getattr(self, name), 1)
         heads_divide(self.d_model, self.n_heads)
-        probability("dropout", self.dropout, open_right=True)
+        check_probability("dropout", self.dropout, open_right=True)
         object.__setattr__(self, "item_features", column_names("item_features", self.item_features))
 
     def config(self, n_items: int, side_sizes: tuple[int, ...]) -> EncoderConfig:
@@ -88,11 +88,11 @@ class TrainParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_weights", weights("task_weights", self.task_weights, 3))
         for i, w in enumerate(self.task_weights):
-            nonnegative(f"task_weights[{i}]", w)
+            check_nonnegative(f"task_weights[{i}]", w)
         for name in ("impressions_per_window", "batch_size", "max_epochs", "patience"):
-            at_least(name, getattr(self, name), 1)
-        positive("lr", self.lr)
-        probability("valid_share", self.valid_share, open_right=True)
+            check_int_at_least(name, getattr(self, name), 1)
+        check_positive("lr", self.lr)
+        check_probability("valid_share", self.valid_share, open_right=True)
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ class SatisfactionParams:
     lr: float = 3e-3
 
     def __post_init__(self) -> None:
-        at_least("epochs", self.epochs, 0)
-        positive("lr", self.lr)
+        check_int_at_least("epochs", self.epochs, 0)
+        check_positive("lr", self.lr)
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ class LoRAParams:
     alpha: float = 4.0
 
     def __post_init__(self) -> None:
-        at_least("rank", self.rank, 0)
-        positive("alpha", self.alpha)
+        check_int_at_least("rank", self.rank, 0)
+        check_positive("alpha", self.alpha)
 
 
 @dataclass(frozen=True)
@@ -150,16 +150,16 @@ class AlignParams:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        positive("beta", self.beta)
-        positive("pair_window_s", self.pair_window_s)
+        check_positive("beta", self.beta)
+        check_positive("pair_window_s", self.pair_window_s)
         object.__setattr__(self, "loser_answers", names("loser_answers", self.loser_answers, SURVEY_ANSWERS))
         bad = [a for a in self.loser_answers if a in SATISFIED_ANSWERS]
         if bad:
             raise ParameterError(f"loser_answers={self.loser_answers} must not contain {bad}")
-        flag("unanswered_losers", self.unanswered_losers)
-        at_least("epochs", self.epochs, 0)
-        positive("lr", self.lr)
-        at_least("batch_size", self.batch_size, 1)
+        check_flag("unanswered_losers", self.unanswered_losers)
+        check_int_at_least("epochs", self.epochs, 0)
+        check_positive("lr", self.lr)
+        check_int_at_least("batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -184,9 +184,9 @@ class UpdateParams:
     ref_refresh: int = 24
 
     def __post_init__(self) -> None:
-        positive("lr", self.lr)
-        positive("align_lr", self.align_lr)
-        at_least("dense_samples", self.dense_samples, 0)
+        check_positive("lr", self.lr)
+        check_positive("align_lr", self.align_lr)
+        check_int_at_least("dense_samples", self.dense_samples, 0)
         if self.max_grad_norm is not None:
-            positive("max_grad_norm", self.max_grad_norm)
-        at_least("ref_refresh", self.ref_refresh, 0)
+            check_positive("max_grad_norm", self.max_grad_norm)
+        check_int_at_least("ref_refresh", self.ref_refresh, 0)

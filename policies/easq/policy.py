@@ -27,8 +27,9 @@ from policies.easq.params import (AlignParams, EncoderParams, LoRAParams, Satisf
 from policies.easq.windows import (EASQ_COLUMNS, Answers, Events, Impressions, Pairs, Windows, WindowIndex,
                                    alignment_data, answers_of, click_context, dense_targets, questionnaire_events,
                                    sample_windows, tail, window_index)
-from policies.params import ParameterError, at_least, choice, flag, nested, temperature
+from policies.params import ParameterError, nested
 from policies.train import EpochRecord, TrainConfig, build_module, train_model
+from simulator.checks import ConfigError, check_choice, check_flag, check_int_at_least, check_temperature
 from simulator.schema import LogData, RankBatch
 
 OBJECTIVES = ("dpo", "bce")
@@ -121,19 +122,19 @@ class EASQ:
         self.align = nested("easq", "align", AlignParams, self.align)
         self.updates = nested("easq", "updates", UpdateParams, self.updates)
         try:
-            temperature("temperature", self.temperature)
+            check_temperature("temperature", self.temperature)
             self.fusion = weights("fusion", self.fusion, len(DENSE_TASKS) + 1)
             if not self.fusion[-1] >= 0:
                 raise ParameterError(f"fusion={self.fusion}: the satisfaction weight {self.fusion[-1]} must be "
                                      ">= 0 (< 0 reverses the alignment; 0 is the click-only twin)")
-            flag("use_lora", self.use_lora)
-            choice("objective", self.objective, OBJECTIVES)
-            flag("online", self.online)
-            at_least("update_epochs", self.update_epochs, 0)
-            flag("progress", self.progress)
+            check_flag("use_lora", self.use_lora)
+            check_choice("objective", self.objective, OBJECTIVES)
+            check_flag("online", self.online)
+            check_int_at_least("update_epochs", self.update_epochs, 0)
+            check_flag("progress", self.progress)
             if self.use_lora and self.lora.rank < 1:
                 raise ParameterError(f"lora.rank={self.lora.rank} must be >= 1 with use_lora=true")
-        except ParameterError as err:
+        except ConfigError as err:
             raise ParameterError(f"easq: {err}") from None
 
     # -- the internal configs, from the parameter groups -----------------------------------

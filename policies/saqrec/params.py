@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.params import at_least, column_names, flag, heads_divide, nonnegative, positive, probability, sizes
+from policies.params import column_names, heads_divide
+from simulator.checks import (check_flag, check_int_at_least, check_nonnegative, check_positive, check_probability,
+                              check_sizes)
 
 AUX_PATIENCE = 3
 """Early-stopping patience of stages 1 and 2 (rho and g)."""
@@ -45,10 +47,10 @@ class EncoderParams:
     def __post_init__(self) -> None:
         for name in ("max_len", "max_len_satisfied", "max_len_dissatisfied", "d_model", "n_layers",
                      "n_layers_feedback", "n_heads", "n_levels"):
-            at_least(name, getattr(self, name), 1)
+            check_int_at_least(name, getattr(self, name), 1)
         heads_divide(self.d_model, self.n_heads)
-        probability("dropout", self.dropout, open_right=True)
-        probability("user_dropout", self.user_dropout, open_right=True)
+        check_probability("dropout", self.dropout, open_right=True)
+        check_probability("user_dropout", self.user_dropout, open_right=True)
         object.__setattr__(self, "item_features", column_names("item_features", self.item_features))
 
 
@@ -80,11 +82,11 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs", "pretrain_epochs", "patience", "n_negatives", "eval_negatives"):
-            at_least(name, getattr(self, name), 1)
-        positive("lr", self.lr)
-        nonnegative("weight_decay", self.weight_decay)
+            check_int_at_least(name, getattr(self, name), 1)
+        check_positive("lr", self.lr)
+        check_nonnegative("weight_decay", self.weight_decay)
         if self.window_stride is not None:
-            at_least("window_stride", self.window_stride, 1)
+            check_int_at_least("window_stride", self.window_stride, 1)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ class AlignmentParams:
     n_mix: int = 3
 
     def __post_init__(self) -> None:
-        nonnegative("beta", self.beta)
-        at_least("n_mix", self.n_mix, 1)
+        check_nonnegative("beta", self.beta)
+        check_int_at_least("n_mix", self.n_mix, 1)
 
 
 @dataclass(frozen=True)
@@ -130,15 +132,15 @@ class AuxParams:
     satisfaction_biases: bool = False
 
     def __post_init__(self) -> None:
-        sizes("hidden", self.hidden)
+        check_sizes("hidden", self.hidden)
         object.__setattr__(self, "hidden", tuple(self.hidden))
-        probability("dropout", self.dropout, open_right=True)
+        check_probability("dropout", self.dropout, open_right=True)
         for name in ("epochs", "propensity_batch_size", "satisfaction_batch_size"):
-            at_least(name, getattr(self, name), 1)
-        positive("lr", self.lr)
-        probability("valid_share", self.valid_share, open_right=True)
-        positive("propensity_clip", self.propensity_clip)
-        flag("satisfaction_biases", self.satisfaction_biases)
+            check_int_at_least(name, getattr(self, name), 1)
+        check_positive("lr", self.lr)
+        check_probability("valid_share", self.valid_share, open_right=True)
+        check_positive("propensity_clip", self.propensity_clip)
+        check_flag("satisfaction_biases", self.satisfaction_biases)
 
 
 VARIANTS: dict[str, dict] = {

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from policies.base import (NotFittedError, append_logs, check_fitted, check_ids, register_policy,
                            resolve_update_epochs)
 from policies.data import (check_observable, holdout_last, item_side, n_items_of, positive_keys, to_model_ids)
-from policies.params import ParameterError, at_least, flag, nested, nonnegative, temperature
+from policies.params import ParameterError, nested
 from policies.saqrec.model import NetConfig, PairMLP, SAQRecNet, ips_bce, satisfaction_labels
 from policies.saqrec.params import AUX_PATIENCE, AlignmentParams, AuxParams, EncoderParams, TrainParams
 from policies.saqrec.windows import (SAQREC_COLUMNS, ClickWindows, Examples, ExampleStream, Pairs, PreparedLogs,
                                      Teacher, click_windows, prepare_logs, validation_inputs)
 from policies.train import TrainConfig, TrainResult, build_module, sampled_metrics, train_model
+from simulator.checks import ConfigError, check_flag, check_int_at_least, check_nonnegative, check_temperature
 from simulator.schema import LogData, RankBatch
 
 NAME = "saqrec"
@@ -92,15 +93,15 @@ class SAQRec:
         self.alignment = nested(NAME, "alignment", AlignmentParams, self.alignment)
         self.aux = nested(NAME, "aux", AuxParams, self.aux)
         try:
-            temperature("temperature", self.temperature)
+            check_temperature("temperature", self.temperature)
             for name in ("unbiased", "sid", "mlse", "mtl", "progress"):
-                flag(name, getattr(self, name))
-            nonnegative("sat_weight", self.sat_weight)
-            at_least("update_epochs", self.update_epochs, 0)
+                check_flag(name, getattr(self, name))
+            check_nonnegative("sat_weight", self.sat_weight)
+            check_int_at_least("update_epochs", self.update_epochs, 0)
             if self.sat_weight and not self.mtl:
                 raise ParameterError(f"sat_weight={self.sat_weight} needs mtl=True: without the satisfaction loss "
                                      "the satisfaction head is untrained")
-        except ParameterError as err:
+        except ConfigError as err:
             raise ParameterError(f"{NAME}: {err}") from None
 
     @property

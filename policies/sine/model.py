@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.encoders import EncoderConfig, ItemEmbedding, Reweight, SequenceEncoder
+from simulator.checks import check_int_at_least, check_interval
 
 SKIP_SCALE_INIT = -1.0
 """Initial per-dimension scale of a skipped item's input embedding (see FeedbackItemEmbedding)."""
@@ -40,10 +41,8 @@ class SINEConfig:
     learn_beta: bool = True
 
     def __post_init__(self) -> None:
-        if self.n_interests < 1:
-            raise ValueError(f"n_interests={self.n_interests} must be >= 1")
-        if not 0.0 < self.beta < 1.0:
-            raise ValueError(f"beta={self.beta} must be in (0, 1)")
+        check_int_at_least("n_interests", self.n_interests, 1)
+        check_interval("beta", self.beta, 0, 1, open_left=True, open_right=True)
 
 
 class FeedbackItemEmbedding(ItemEmbedding):

@@ -8,19 +8,13 @@ What each choice means: docs/notes/sine.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 
-from policies.params import (ParameterError, at_least, choice, column_names, flag, heads_divide, nonnegative, positive,
-                             probability)
+from policies.params import ParameterError, column_names, heads_divide
+from simulator.checks import (check_choice, check_flag, check_int_at_least, check_interval, check_nonnegative,
+                              check_positive, check_probability)
 
 METRICS = ("gauc", "ndcg@10", "hr@10")
 """Validation metrics for early stopping (``train.metric``)."""
-
-
-def _open_unit(name: str, value: object) -> None:
-    """A number in (0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < 1:
-        raise ParameterError(f"{name}={value!r} must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -45,11 +39,11 @@ class EncoderParams:
 
     def __post_init__(self) -> None:
         for name in ("max_len", "d_model", "n_layers", "n_heads"):
-            at_least(name, getattr(self, name), 1)
+            check_int_at_least(name, getattr(self, name), 1)
         heads_divide(self.d_model, self.n_heads)
-        probability("dropout", self.dropout, open_right=True)
-        flag("pre_ln", self.pre_ln)
-        flag("item_bias", self.item_bias)
+        check_probability("dropout", self.dropout, open_right=True)
+        check_flag("pre_ln", self.pre_ln)
+        check_flag("item_bias", self.item_bias)
         object.__setattr__(self, "item_features", column_names("item_features", self.item_features))  # a TOML list
 
 
@@ -68,9 +62,9 @@ class InterestParams:
     learn_beta: bool = True
 
     def __post_init__(self) -> None:
-        at_least("n_interests", self.n_interests, 1)
-        _open_unit("beta", self.beta)
-        flag("learn_beta", self.learn_beta)
+        check_int_at_least("n_interests", self.n_interests, 1)
+        check_interval("beta", self.beta, 0, 1, open_left=True, open_right=True)
+        check_flag("learn_beta", self.learn_beta)
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,7 @@ class LossParams:
 
     def __post_init__(self) -> None:
         for name in ("lambda1", "lambda2", "lambda3"):
-            nonnegative(name, getattr(self, name))
+            check_nonnegative(name, getattr(self, name))
         if not self.lambda1 + self.lambda2 > 0:
             raise ParameterError(f"lambda1={self.lambda1} and lambda2={self.lambda2} must not both be 0 "
                                  "(nothing would be learned about the items)")
@@ -122,15 +116,15 @@ class TrainParams:
     eval_negatives: int = 99
 
     def __post_init__(self) -> None:
-        at_least("batch_size", self.batch_size, 1)
-        positive("lr", self.lr)
-        nonnegative("weight_decay", self.weight_decay)
-        at_least("max_epochs", self.max_epochs, 1)
-        at_least("patience", self.patience, 1)
+        check_int_at_least("batch_size", self.batch_size, 1)
+        check_positive("lr", self.lr)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_int_at_least("max_epochs", self.max_epochs, 1)
+        check_int_at_least("patience", self.patience, 1)
         if self.window_stride is not None:
-            at_least("window_stride", self.window_stride, 1)
-        choice("metric", self.metric, METRICS)
-        at_least("eval_negatives", self.eval_negatives, 1)
+            check_int_at_least("window_stride", self.window_stride, 1)
+        check_choice("metric", self.metric, METRICS)
+        check_int_at_least("eval_negatives", self.eval_negatives, 1)
 
 
 VARIANTS: dict[str, dict] = {

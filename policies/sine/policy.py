@@ -17,11 +17,12 @@ from policies.base import check_fitted, check_ids, register_policy, resolve_upda
 from policies.data import (check_observable, item_side, n_items_of, pad, positive_keys, request_times,
                            sample_negatives, to_model_ids)
 from policies.encoders import EncoderConfig
-from policies.params import ParameterError, at_least, flag, nested, temperature
+from policies.params import ParameterError, nested
 from policies.sine.model import SINEConfig, SINEModel, bpr, prototype_dcor
 from policies.sine.params import EncoderParams, InterestParams, LossParams, TrainParams
 from policies.sine.windows import Examples, Paged, Validation, Windows, holdout_tail, mixed_windows, tokens_of
 from policies.train import EpochRecord, TrainConfig, build_module, sampled_metrics, train_model
+from simulator.checks import ConfigError, check_flag, check_int_at_least, check_temperature
 from simulator.schema import LogData, RankBatch
 
 
@@ -80,12 +81,12 @@ class SINE:
         self.loss = nested(self.name, "loss", LossParams, self.loss)
         self.train = nested(self.name, "train", TrainParams, self.train)
         try:
-            temperature("temperature", self.temperature)
-            flag("adaptive_fusion", self.adaptive_fusion)
-            flag("negative_feedback", self.negative_feedback)
-            at_least("update_epochs", self.update_epochs, 0)
-            flag("progress", self.progress)
-        except ParameterError as err:
+            check_temperature("temperature", self.temperature)
+            check_flag("adaptive_fusion", self.adaptive_fusion)
+            check_flag("negative_feedback", self.negative_feedback)
+            check_int_at_least("update_epochs", self.update_epochs, 0)
+            check_flag("progress", self.progress)
+        except ConfigError as err:
             raise ParameterError(f"{self.name}: {err}") from None
         if not self.negative_feedback and self.loss.lambda2 != 0:
             raise ParameterError(f"{self.name}: loss.lambda2={self.loss.lambda2} must be 0 with "

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.usm.examples import Inputs, Rows
+from simulator.checks import check_int_at_least, check_probability, check_sizes
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,15 @@ class NetConfig:
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_authors", "d_emb", "lhuc_dim", "lhuc_hidden", "se_groups",
                      "se_reduction"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not self.hidden or min(self.hidden) < 1 or (self.head_hidden and min(self.head_hidden) < 1):
-            raise ValueError(f"hidden={self.hidden} and head_hidden={self.head_hidden} must be positive sizes")
+            check_int_at_least(name, getattr(self, name), 1)
+        check_sizes("hidden", self.hidden)
+        check_sizes("head_hidden", self.head_hidden, allow_empty=True)
         if not self.heads:
             raise ValueError("heads must name at least one head")
         if self.se and self.hidden[-1] % self.se_groups:
             raise ValueError(f"hidden[-1]={self.hidden[-1]} must be divisible by se_groups={self.se_groups}")
         for name in ("dropout", "id_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+            check_probability(name, getattr(self, name), open_right=True)
 
 
 class LHUC(nn.Module):

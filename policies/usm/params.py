@@ -7,18 +7,18 @@ Design: docs/notes/usm.md.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import numpy as np
 
-from policies.params import ParameterError, at_least, choice, flag, nonnegative, positive, probability, sizes
+from policies.params import ParameterError
 from policies.train import TrainConfig
 from policies.usm.examples import SURVEY_HEADS, pseudo_label_mask
 from policies.usm.model import NetConfig
+from simulator.checks import (check_choice, check_finite, check_flag, check_int_at_least, check_interval,
+                              check_nonnegative, check_positive, check_probability, check_sizes)
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     "effective_view": 1.0, "like": 2.0, "share": 2.0,            # other_s (Eq. 3)
@@ -26,13 +26,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 """Eq. 3 weights: positive for engagement heads, negative for dissatisfaction / issue heads."""
 
 
-def _finite(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-
-
 def eq3_weights(weights: Any) -> dict[str, float]:
     """The Eq. 3 weight of every head: ``weights`` (head name -> weight) merged over
-    :data:`DEFAULT_WEIGHTS`; a ParameterError for an unknown head or a weight that is no finite number."""
+    :data:`DEFAULT_WEIGHTS`; a ConfigError for an unknown head or a weight that is no finite number."""
     if not isinstance(weights, Mapping):
         raise ParameterError(f"weights={weights!r} must be a mapping of head name to weight")
     unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
@@ -40,8 +36,7 @@ def eq3_weights(weights: Any) -> dict[str, float]:
         raise ParameterError(f"weights has unknown head(s) {', '.join(map(repr, unknown))}; "
                              f"known: {', '.join(DEFAULT_WEIGHTS)}")
     for head, value in weights.items():
-        if not _finite(value):
-            raise ParameterError(f"weights.{head}={value!r} must be a finite number")
+        check_finite(f"weights.{head}", value)
     return {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in weights.items()}}
 
 
@@ -71,12 +66,12 @@ class NetworkParams:
     history_length: int = 50
 
     def __post_init__(self) -> None:
-        at_least("d_emb", self.d_emb, 1)
-        sizes("hidden", self.hidden)
-        sizes("head_hidden", self.head_hidden, allow_empty=True)
+        check_int_at_least("d_emb", self.d_emb, 1)
+        check_sizes("hidden", self.hidden)
+        check_sizes("head_hidden", self.head_hidden, allow_empty=True)
         for name in ("lhuc_dim", "se_groups", "se_reduction", "history_length"):
-            at_least(name, getattr(self, name), 1)
-        probability("dropout", self.dropout, open_right=True)
+            check_int_at_least(name, getattr(self, name), 1)
+        check_probability("dropout", self.dropout, open_right=True)
         object.__setattr__(self, "hidden", tuple(self.hidden))          # a TOML list
         object.__setattr__(self, "head_hidden", tuple(self.head_hidden))
 
@@ -126,14 +121,13 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs", "patience", "patience_large", "epoch_rows", "engagement_per_epoch"):
-            at_least(name, getattr(self, name), 1)
-        positive("lr", self.lr)
-        nonnegative("weight_decay", self.weight_decay)
-        nonnegative("weight_decay_large", self.weight_decay_large)
-        probability("id_dropout", self.id_dropout, open_right=True)
-        probability("id_dropout_large", self.id_dropout_large, open_right=True)
-        if not (_finite(self.valid_share) and 0.0 <= self.valid_share < 0.5):
-            raise ParameterError(f"valid_share={self.valid_share!r} must be in [0, 0.5)")
+            check_int_at_least(name, getattr(self, name), 1)
+        check_positive("lr", self.lr)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_nonnegative("weight_decay_large", self.weight_decay_large)
+        check_probability("id_dropout", self.id_dropout, open_right=True)
+        check_probability("id_dropout_large", self.id_dropout_large, open_right=True)
+        check_interval("valid_share", self.valid_share, 0, 0.5, open_right=True)
 
     def id_dropout_of(self, large: bool) -> float:
         return self.id_dropout_large if large else self.id_dropout
@@ -166,10 +160,8 @@ class SubmitParams:
     posterior: bool = True
 
     def __post_init__(self) -> None:
-        probability("min_propensity", self.min_propensity)
-        if not self.min_propensity > 0:
-            raise ParameterError(f"min_propensity={self.min_propensity!r} must be in (0, 1]")
-        flag("posterior", self.posterior)
+        check_interval("min_propensity", self.min_propensity, 0, 1, open_left=True)
+        check_flag("posterior", self.posterior)
 
 
 # ----------------------------------------------------------------------------- §3.3 distillation
@@ -203,7 +195,7 @@ class DistillParams:
 
     def __post_init__(self) -> None:
         if self.debias_pseudo is not None:
-            flag("debias_pseudo", self.debias_pseudo)
+            check_flag("debias_pseudo", self.debias_pseudo)
         for name in ("tau_n", "tau_p"):
             value = getattr(self, name)
             if isinstance(value, Mapping):
@@ -212,15 +204,16 @@ class DistillParams:
                     raise ParameterError(f"{name} has unknown head(s) {', '.join(map(repr, unknown))}; "
                                          f"known: {', '.join(SURVEY_HEADS)}")
                 for head, v in value.items():
-                    probability(f"{name}.{head}", v)
+                    check_probability(f"{name}.{head}", v)
             elif value is not None:
-                probability(name, value)
-        if not (_finite(self.tau_band) and self.tau_band >= 1.0):
+                check_probability(name, value)
+        check_finite("tau_band", self.tau_band)
+        if not self.tau_band >= 1.0:
             raise ParameterError(f"tau_band={self.tau_band!r} must be >= 1")
-        nonnegative("alpha", self.alpha)
-        choice("pseudo_support", self.pseudo_support, ("surveyable", "all"))
-        at_least("max_pseudo", self.max_pseudo, 1)
-        at_least("pseudo_per_epoch", self.pseudo_per_epoch, 1)
+        check_nonnegative("alpha", self.alpha)
+        check_choice("pseudo_support", self.pseudo_support, ("surveyable", "all"))
+        check_int_at_least("max_pseudo", self.max_pseudo, 1)
+        check_int_at_least("pseudo_per_epoch", self.pseudo_per_epoch, 1)
         try:           # the band around a base rate of 0.5 (the rates themselves are known at fit time)
             pseudo_label_mask(np.zeros((0, len(SURVEY_HEADS))), *self.thresholds(np.full(len(SURVEY_HEADS), 0.5)))
         except ValueError:

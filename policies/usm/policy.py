@@ -20,13 +20,14 @@ from scipy.special import logit
 
 from policies.base import append_logs, check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import check_observable
-from policies.params import ParameterError, at_least, choice, flag, nested, temperature
+from policies.params import ParameterError, nested
 from policies.train import EpochRecord, build_module, train_model
 from policies.usm.examples import (ENGAGEMENT_HEADS, REQUIRED, SUBMIT_HEADS, SURVEY_HEADS, Catalogue, Inputs, Rows,
                                    base_rate, ipw_weights, logged_inputs, posterior_features, pseudo_label_mask,
                                    serving_inputs, submit_history, survey_labels, time_split)
 from policies.usm.model import HeldOutLoss, SurveyNet, data_loss, predict
 from policies.usm.params import DistillParams, NetworkParams, SubmitParams, TrainParams, eq3_weights
+from simulator.checks import ConfigError, check_choice, check_flag, check_int_at_least, check_temperature
 from simulator.schema import LogData, RankBatch
 
 
@@ -117,17 +118,17 @@ class USM:
         self.submit = nested("usm", "submit", SubmitParams, self.submit)
         self.distill = nested("usm", "distill", DistillParams, self.distill)
         try:
-            temperature("temperature", self.temperature)
-            choice("combine", self.combine, ("probability", "logit"))
-            at_least("min_head_labels", self.min_head_labels, 1)
+            check_temperature("temperature", self.temperature)
+            check_choice("combine", self.combine, ("probability", "logit"))
+            check_int_at_least("min_head_labels", self.min_head_labels, 1)
             eq3_weights(self.weights)
             for name in ("response_debias", "distillation", "lhuc", "se", "progress"):
-                flag(name, getattr(self, name))
-            at_least("update_epochs", self.update_epochs, 0)
+                check_flag(name, getattr(self, name))
+            check_int_at_least("update_epochs", self.update_epochs, 0)
             if self.se and self.network.hidden[-1] % self.network.se_groups:
                 raise ParameterError(f"network.hidden[-1]={self.network.hidden[-1]} must be divisible by "
                                      f"network.se_groups={self.network.se_groups} (or se=false)")
-        except ParameterError as err:
+        except ConfigError as err:
             raise ParameterError(f"usm: {err}") from None
 
     # -- public API ------------------------------------------------------------------------------

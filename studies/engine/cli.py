@@ -18,13 +18,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The errors that are the user's to fix (a bad config, an unknown name, a missing file): exit code 2."""
+    """The errors that are the user's to fix (a bad config or policy parameter, an unknown name, a missing
+    file): exit code 2. A bad policy parameter is a :class:`~policies.params.ParameterError`, a ConfigError."""
     from policies import UnknownPolicyError
-    from policies.params import ParameterError
     from simulator.config import ConfigError
     from simulator.schema import SchemaError
     from simulator.simulate import RunDirectoryError
-    return ConfigError, SchemaError, UnknownPolicyError, ParameterError, RunDirectoryError, FileNotFoundError
+    return ConfigError, SchemaError, UnknownPolicyError, RunDirectoryError, FileNotFoundError
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -158,3 +158,7 @@ def test_import_check_follows_policies_modules(tmp_path, monkeypatch):
     assert simulator_imports(Leaky2) == {"leaky2.py": {"simulator.platform"}}
     from policies.sasrec import SASRec
     assert simulator_imports(SASRec) == {}
+    (pkg / "checked.py").write_text("from simulator.checks import check_positive\nfrom simulator.config import SimConfig\n"
+                                    "class Checked: pass\n")
+    from policies_probe.checked import Checked
+    assert simulator_imports(Checked) == {"checked.py": {"simulator.config"}}     # the checks, not the config

@@ -1,10 +1,17 @@
-"""Policy hyperparameters: nested groups from tables, checks that name the field, make_policy's errors."""
+"""Policy hyperparameters: nested groups from tables, errors that name the path, make_policy's errors."""
 from dataclasses import dataclass, field
 
 import pytest
 
 from policies import make_policy
-from policies.params import ParameterError, at_least, choice, nested, positive, probability, sizes, temperature
+from policies.easq import EASQConfig
+from policies.encoders import EncoderConfig
+from policies.params import ParameterError, nested
+from policies.sine.model import SINEConfig
+from policies.usm import NetConfig
+from simulator.checks import ConfigError, check_int_at_least, check_positive
+
+USM_NET = dict(n_users=3, n_items=4, n_authors=2, n_cats=(1, 2, 3), n_dense=2, heads=("like",), hidden=(16, 8))
 
 
 @dataclass(frozen=True)
@@ -13,8 +20,8 @@ class Train:
     max_epochs: int = 5
 
     def __post_init__(self):
-        positive("lr", self.lr)
-        at_least("max_epochs", self.max_epochs, 1)
+        check_positive("lr", self.lr)
+        check_int_at_least("max_epochs", self.max_epochs, 1)
 
 
 @dataclass
@@ -34,7 +41,7 @@ def test_a_table_becomes_its_group_and_an_instance_passes_through():
 @pytest.mark.parametrize("value, message", [
     ({"lr": -1.0}, r"^toy: train\.lr=-1\.0 must be > 0$"),
     ({"max_epochs": 0}, r"^toy: train\.max_epochs=0 must be an integer >= 1$"),
-    ({"max_epochs": 2.5}, r"^toy: train\.max_epochs=2\.5 must be an integer$"),
+    ({"max_epochs": 2.5}, r"^toy: train\.max_epochs=2\.5 must be an integer >= 1$"),
     ({"lr": True}, r"^toy: train\.lr=True must be a finite number$"),
     ({"lrr": 1.0}, r"^toy: train\.lrr is not a parameter; train takes: lr, max_epochs$"),
     (3, r"^toy: train must be a table of lr, max_epochs; got 3$"),
@@ -44,14 +51,26 @@ def test_errors_name_the_path(value, message):
         Toy(train=value)
 
 
-def test_the_scalar_checks_accept_their_domain_and_refuse_the_rest():
-    probability("p", 0.0), probability("p", 1.0), probability("d", 0.5, open_right=True)
-    sizes("hidden", (64, 32)), choice("c", "a", ("a", "b")), temperature("t", None), temperature("t", 0.5)
-    for call in (lambda: probability("d", 1.0, open_right=True), lambda: probability("p", float("nan")),
-                 lambda: sizes("hidden", ()), lambda: sizes("hidden", (64, 0)), lambda: sizes("hidden", "64"),
-                 lambda: choice("c", "z", ("a", "b")), lambda: temperature("t", 0.0)):
-        with pytest.raises(ParameterError):
-            call()
+def test_a_group_built_alone_raises_the_config_error_that_nested_turns_into_a_parameter_error():
+    with pytest.raises(ConfigError, match=r"^lr=0 must be > 0$") as alone:
+        Train(lr=0)
+    assert not isinstance(alone.value, ParameterError)
+    with pytest.raises(ParameterError, match=r"^toy: train\.lr=0 must be > 0$"):
+        Toy(train={"lr": 0})
+    assert issubclass(ParameterError, ConfigError)      # so the CLIs report it like a bad config (exit 2)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: SINEConfig(beta=float("nan")), r"beta=nan must be in \(0, 1\)"),
+    (lambda: SINEConfig(n_interests=True), "n_interests=True must be an integer >= 1"),
+    (lambda: EASQConfig(EncoderConfig(n_items=5), sat_hidden=0.5), "sat_hidden=0.5 must be an integer >= 1"),
+    (lambda: NetConfig(**USM_NET, id_dropout=float("nan")), r"id_dropout=nan must be in \[0, 1\)"),
+    (lambda: NetConfig(**{**USM_NET, "hidden": (16, 0)}), r"hidden=\(16, 0\) must be a list of positive integers"),
+])
+def test_the_networks_configs_use_the_same_checks(build, message):
+    """The networks' own configs (checked again where a policy builds them) refuse what the groups refuse."""
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        build()
 
 
 def test_make_policy_names_an_unknown_parameter_and_lists_the_valid_ones():

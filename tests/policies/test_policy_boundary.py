@@ -11,6 +11,7 @@ import pytest
 
 import policies
 from policies import NotFittedError, UnknownPolicyError, available_policies, make_policy
+from policies.checks import ALLOWED_SIMULATOR_MODULES
 from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
 from simulator.schema import LogData, RankBatch
@@ -30,8 +31,9 @@ def _imports(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("path", sorted(POLICY_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(POLICY_DIR)))
-def test_policies_import_only_the_schema_from_the_simulator(path):
-    bad = {m for m in _imports(path) if m.startswith("simulator") and m != "simulator.schema"}
+def test_policies_import_only_the_schema_and_the_checks_from_the_simulator(path):
+    assert set(ALLOWED_SIMULATOR_MODULES) == {"simulator.schema", "simulator.checks"}   # neither reads a world
+    bad = {m for m in _imports(path) if m.startswith("simulator") and m not in ALLOWED_SIMULATOR_MODULES}
     assert not bad, f"{path.relative_to(POLICY_DIR)} imports {bad}"
 
 

@@ -7,6 +7,7 @@ import torch
 
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import build_module
+from simulator.checks import ConfigError
 
 VARIANTS = [dict(pre_ln=True, n_heads=1), dict(pre_ln=False, n_heads=2),
             dict(pre_ln=True, n_heads=2, side_sizes=(3, 5), item_bias=True)]
@@ -121,11 +122,13 @@ def test_too_long_sequences_are_refused():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(n_items=0), "n_items=0 must be >= 1"),
+    (dict(n_items=0), "n_items=0 must be an integer >= 1"),
+    (dict(n_items=5, max_len=2.0), r"max_len=2.0 must be an integer >= 1"),
     (dict(n_items=5, d_model=10, n_heads=3), "d_model=10 must be divisible by n_heads=3"),
     (dict(n_items=5, dropout=1.0), r"dropout=1.0 must be in \[0, 1\)"),
-    (dict(n_items=5, side_sizes=(4, 0)), r"side_sizes=\(4, 0\) must all be >= 1"),
+    (dict(n_items=5, dropout=float("nan")), r"dropout=nan must be in \[0, 1\)"),
+    (dict(n_items=5, side_sizes=(4, 0)), r"side_sizes=\(4, 0\) must be a list of positive integers"),
 ])
 def test_bad_encoder_configs(kw, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
         EncoderConfig(**kw)

@@ -10,6 +10,7 @@ from torch import nn
 
 from estimators import hit_rate, ndcg
 from policies.train import TrainConfig, build_module, sampled_metrics, train_model
+from simulator.checks import ConfigError
 
 
 @dataclass(frozen=True)
@@ -134,14 +135,17 @@ def test_bad_training_data_and_losses():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(batch_size=0), "batch_size=0 must be >= 1"),
-    (dict(max_epochs=0), "max_epochs=0 must be >= 1"),
-    (dict(patience=0), "patience=0 must be >= 1"),
+    (dict(batch_size=0), "batch_size=0 must be an integer >= 1"),
+    (dict(max_epochs=0), "max_epochs=0 must be an integer >= 1"),
+    (dict(max_epochs=2.0), "max_epochs=2.0 must be an integer >= 1"),
+    (dict(patience=0), "patience=0 must be an integer >= 1"),
     (dict(lr=0.0), "lr=0.0 must be > 0"),
-    (dict(weight_decay=-1.0), "weight_decay=-1.0 and min_delta=0.0 must be >= 0"),
+    (dict(lr=float("nan")), "lr=nan must be a finite number"),
+    (dict(weight_decay=-1.0), "weight_decay=-1.0 must be >= 0"),
+    (dict(min_delta=-1e-3), "min_delta=-0.001 must be >= 0"),
 ])
 def test_bad_train_configs(kw, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
         TrainConfig(**kw)
 
 

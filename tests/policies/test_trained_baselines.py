@@ -41,12 +41,12 @@ def test_fit_rejects_bad_logs(name, tiny_world):
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(metric="auc"), "metric='auc' must be one of ndcg@10, hr@10"),
+    (dict(metric="auc"), "metric='auc' must be one of 'ndcg@10', 'hr@10'"),
     (dict(skip_weight=-1.0), "skip_weight=-1.0 must be >= 0"),
-    (dict(eval_negatives=0), "eval_negatives=0 must be >= 1"),
-    (dict(temperature=0.0), "temperature=0.0 must be > 0 or None"),
+    (dict(eval_negatives=0), "eval_negatives=0 must be an integer >= 1"),
+    (dict(temperature=0.0), "temperature=0.0 must be > 0"),
     (dict(d_model=10, n_heads=4), "d_model=10 must be divisible by n_heads=4"),
-    (dict(max_epochs=0), "max_epochs=0 must be >= 1"),
+    (dict(max_epochs=0), "max_epochs=0 must be an integer >= 1"),
     (dict(item_features=("leaf", "colour")), "the item table has no column.s. 'colour'"),
 ])
 def test_sasrec_bad_parameters(params, message, tiny_world):
@@ -63,7 +63,7 @@ def test_sasrec_needs_click_sequences(tiny_world):
 
 
 def test_most_popular_bad_source(tiny_world):
-    with pytest.raises(ValueError, match="source='recent' must be 'train' or 'live'"):
+    with pytest.raises(ValueError, match="source='recent' must be one of 'train', 'live'"):
         make_policy("most_popular", source="recent").fit(tiny_world.train, rng=np.random.default_rng(0))
 
 

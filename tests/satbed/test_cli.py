@@ -150,3 +150,18 @@ def test_a_bad_policy_parameter_exits_2_before_any_simulation(tmp_path, capsys):
     assert main(["ab", "--set", "buckets.easq.params.fusio=1", "--out", str(out), "--quiet"]) == 2
     assert "easq: fusio is not a parameter; easq takes: " in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("params, message", [
+    ("{ temperature = -1.0 }", "easq: temperature=-1.0 must be > 0"),
+    ("{ train = { lr = true } }", "easq: train.lr=True must be a finite number"),
+    ("{ train = { max_epochs = 1.5 } }", "easq: train.max_epochs=1.5 must be an integer >= 1"),
+])
+def test_a_bad_policy_parameter_value_is_a_config_error_exit_2(params, message, tmp_path, capsys):
+    """A policy's ParameterError is a ConfigError: reported in one line, exit code 2, nothing written."""
+    config, out = tmp_path / "ab.toml", tmp_path / "run"
+    config.write_text('[[buckets]]\nname = "control"\npolicy = "production"\nshare = 0.5\n\n'
+                      f'[[buckets]]\nname = "easq"\npolicy = "easq"\nshare = 0.5\nparams = {params}\n')
+    assert main(["ab", "--config", str(config), "--out", str(out), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
