@@ -7,6 +7,8 @@ and :class:`ConfigError` come from :mod:`simulator.checks`.
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import tomllib
 import types
@@ -392,6 +394,8 @@ def to_dict(config: Any) -> dict[str, Any]:
             out[f.name] = to_dict(value)
         elif isinstance(value, tuple):
             out[f.name] = [to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
+        elif isinstance(value, dict):
+            out[f.name] = copy.deepcopy(value)         # a plain dict the caller may edit (bucket params)
         elif value is not None:
             out[f.name] = value
     return out

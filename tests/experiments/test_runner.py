@@ -318,3 +318,15 @@ def test_aa_rejection_rate(tmp_path):
     assert 0.02 <= rate <= 0.10, f"A/A rejection rate {rate}"
     # p-values of a valid test are roughly uniform: not piled up near 0
     assert np.mean(aut["p_value"].to_numpy() < 0.5) < 0.65
+
+
+def test_overriding_a_bucket_param_leaves_the_defaults_alone():
+    """with_overrides edits a copy: --set buckets.easq.params.temperature=... in one run must not
+    change DEFAULT_BUCKETS for the next config built in the same process."""
+    from experiments.config import DEFAULT_BUCKETS
+    from simulator.config import with_overrides
+    before = [dict(b.params) for b in DEFAULT_BUCKETS]
+    changed = with_overrides(ExperimentConfig(), {"buckets.easq.params.temperature": 0.5})
+    assert {b.name: b.params for b in changed.buckets}["easq"] == {"temperature": 0.5}
+    assert [dict(b.params) for b in DEFAULT_BUCKETS] == before
+    assert {b.name: b.params for b in ExperimentConfig().buckets}["easq"] == {}
