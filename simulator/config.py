@@ -150,6 +150,13 @@ class BehaviourConfig:
     skip_bias: float = doc_field(0.0, "intercept of the skip logit")
     skip_engage: float = doc_field(1.0, "how much engagement lowers the skip logit")
     watch_scale: float = doc_field(0.8, "logistic scale of the watch fraction (higher = more spread)")
+    replay_max: float = doc_field(0.0, "replays: the watched share of a view's part after the skip threshold is "
+                                  "(1 + replay_max) times its logistic draw, so a watch ratio can exceed 1 "
+                                  "(up to about 1 + replay_max); 0 = no replays, ratios below 1")
+    engage_log_duration: float = doc_field(0.0, "weight of log(duration / catalog.duration_median_s) in the "
+                                           "engagement logit (negative: long videos are skipped more and watched "
+                                           "to a smaller fraction; 0 = watch time grows almost linearly with "
+                                           "duration)")
     like_bias: float = doc_field(-4.5, "intercept of the like logit")
     positive_satisfied: float = doc_field(2.0, "like/share/comment/follow logit increase when satisfied")
     share_bias: float = doc_field(-6.0, "intercept of the share logit")
@@ -173,6 +180,7 @@ class BehaviourConfig:
         check_probability("satisfaction_ema", self.satisfaction_ema)
         check_interval("effective_view_fraction", self.effective_view_fraction, 0, 1, open_left=True)
         check_positive("watch_scale", self.watch_scale)
+        check_nonnegative("replay_max", self.replay_max)
         check_nonnegative("issue_scale", self.issue_scale)
         for f in dataclasses.fields(self):
             check_finite(f.name, getattr(self, f.name))

@@ -97,7 +97,7 @@ class Probabilities:
     p_issue_type: np.ndarray  # (n, n_types) P(perceive issue of each type)
     p_issue: np.ndarray
     p_satisfied: np.ndarray
-    engagement: np.ndarray    # logit-scale location of the watch fraction
+    engagement: np.ndarray    # logit-scale location of the watch fraction (and of the skip logit)
     p_skip: np.ndarray
     p_effective_view: np.ndarray
     expected_watch_time: np.ndarray
@@ -107,7 +107,7 @@ class Probabilities:
 class Behaviour:
     """Drawn outcomes of impressions plus the probabilities of the explicit-feedback draws."""
     skip: np.ndarray
-    watch_fraction: np.ndarray
+    watch_fraction: np.ndarray  # watch time / duration: above 1 for a replay (behaviour.replay_max > 0)
     watch_time: np.ndarray
     effective_view: np.ndarray
     issue_types: np.ndarray   # (n, n_types) bool
@@ -179,14 +179,17 @@ class World:
         # satisfied = base satisfaction and no perceived issue (so E[satisfied] = p_satisfied)
         p_base = expit(b.sat_bias + b.sat_interest * match + b.sat_quality * quality - fat)
         p_sat = p_base * (1.0 - p_issue)
+        duration = cat.duration[items].astype(np.float64)
         engage = (b.engage_bias + b.engage_interest * match + b.engage_attractiveness * attract
                   + b.engage_quality * quality - fat)
+        if b.engage_log_duration:
+            engage = engage + b.engage_log_duration * np.log(duration / self.config.catalog.duration_median_s)
         p_skip = expit(b.skip_bias - b.skip_engage * engage)
-        duration = cat.duration[items].astype(np.float64)
         q = self._effective_fraction_threshold(duration)
         p_reach = expit((engage - logit(q)) / b.watch_scale)
         skip_watch = 0.5 * np.minimum(b.skip_threshold_s, duration)
-        mean_fraction = np.interp(engage, _GRID, self._mean_fraction_table)
+        # E[F] for F = (1 + replay_max) * sigmoid(engage + watch_scale * L), L standard logistic
+        mean_fraction = (1.0 + b.replay_max) * np.interp(engage, _GRID, self._mean_fraction_table)
         full_watch = b.skip_threshold_s + (duration - b.skip_threshold_s) * mean_fraction
         return Probabilities(
             interest=match, active_interest=active_match, fatigue=fatigue, p_issue_type=p_type,
@@ -195,10 +198,11 @@ class World:
             expected_watch_time=p_skip * skip_watch + (1.0 - p_skip) * full_watch)
 
     def _effective_fraction_threshold(self, duration: np.ndarray) -> np.ndarray:
-        """Watch fraction F (of the part after the skip threshold) at which a view is effective."""
+        """The logistic draw sigmoid(engage + watch_scale * L) at which a view is effective: the
+        watch fraction F of the part after the skip threshold, divided by 1 + replay_max."""
         b = self.config.behaviour
         q = (b.effective_view_fraction * duration - b.skip_threshold_s) / (duration - b.skip_threshold_s)
-        return np.clip(q, 1e-12, 1.0 - 1e-12)
+        return np.clip(q / (1.0 + b.replay_max), 1e-12, 1.0 - 1e-12)
 
     def sample_behaviour(self, items: np.ndarray, probs: Probabilities,
                          rng: np.random.Generator) -> Behaviour:
@@ -217,7 +221,9 @@ class World:
             raise ValueError(f"u has shape {u.shape}, expected ({n}, {BEHAVIOUR_DRAWS})")
         duration = self.catalog.duration[items].astype(np.float64)
         skip = u[:, 0] < probs.p_skip
-        fraction = expit(probs.engagement + b.watch_scale * logit(np.clip(u[:, 1], 1e-12, 1 - 1e-12)))
+        # the watched share of the part after the skip threshold: above 1 is a replay (replay_max > 0)
+        fraction = (1.0 + b.replay_max) * expit(
+            probs.engagement + b.watch_scale * logit(np.clip(u[:, 1], 1e-12, 1 - 1e-12)))
         watched = b.skip_threshold_s + (duration - b.skip_threshold_s) * fraction
         skip_time = u[:, 2] * np.minimum(b.skip_threshold_s, duration) * 0.999
         watch_time = np.where(skip, skip_time, watched)
