@@ -211,6 +211,15 @@ class QuestionnaireConfig:
                                     "extremity |2p-1|")
     neutral_share: float = doc_field(0.35, "share of dissatisfied respondents who answer 'neutral', not 'dislike'")
     adults_only_share: float = doc_field(0.4, "share of sexual/violent-only issues answered 'adults only'")
+    time_s: float = doc_field(0.0, "cost: seconds a shown questionnaire takes from the session, answered or not "
+                              "(after the item it follows, before the next)")
+    quit_prob: float = doc_field(0.0, "cost: chance that a shown questionnaire ends the session (on top of the "
+                                 "item's own quit hazard)")
+    response_fatigue: float = doc_field(0.0, "cost: willingness fatigue, the submit logit decrease per questionnaire "
+                                        "shown to the user recently (a count that decays by "
+                                        "response_fatigue_decay per day)")
+    response_fatigue_decay: float = doc_field(0.5, "share of the user's recent-questionnaire count kept from one day "
+                                              "to the next (willingness fatigue's memory)")
 
     def __post_init__(self) -> None:
         check_probability("base_rate", self.base_rate)
@@ -225,6 +234,10 @@ class QuestionnaireConfig:
             check_finite(name, getattr(self, name))
         check_probability("neutral_share", self.neutral_share)
         check_probability("adults_only_share", self.adults_only_share)
+        check_nonnegative("time_s", self.time_s)
+        check_probability("quit_prob", self.quit_prob)
+        check_nonnegative("response_fatigue", self.response_fatigue)
+        check_probability("response_fatigue_decay", self.response_fatigue_decay)
 
     @property
     def engagement_on(self) -> bool:

@@ -84,6 +84,7 @@ class WarmStart:
     active: np.ndarray
     fatigue: np.ndarray
     recent_satisfaction: np.ndarray
+    recent_questionnaires: np.ndarray
     interests: np.ndarray
     day: int
     logs: LogData
@@ -112,7 +113,8 @@ def warm_start(config: SimConfig, days: int = 1, policy: object | None = None) -
     if days:
         platform.run(days)
     start = WarmStart(world, platform.features, platform.active.copy(), platform.fatigue.copy(),
-                      platform.recent_satisfaction.copy(), world.users.interests.copy(), days,
+                      platform.recent_satisfaction.copy(), platform.recent_questionnaires.copy(),
+                      world.users.interests.copy(), days,
                       capture.log_data(world, served.name))
     if policy is None:
         while len(_WARM_CACHE) >= 4:
@@ -193,8 +195,8 @@ class FeedSessions:
     """``n_slots`` concurrent sessions, one user each, on one platform restored from a warm start.
 
     Slots are served in lockstep: a round serves every given slot's page with one
-    ``Platform.consume`` call at the clock's time, then the clock moves on by the longest page's
-    watch time plus ``platform.page_gap_s`` (rolling the platform's days over at midnight:
+    ``Platform.consume`` call at the clock's time, then the clock moves on by the longest time spent
+    on a page (watching, and questionnaires with ``questionnaire.time_s``) plus ``platform.page_gap_s`` (rolling the platform's days over at midnight:
     ``finish_day`` / ``start_day``, so popularity decays and the questionnaire cap resets).
     """
 
@@ -228,6 +230,7 @@ class FeedSessions:
         p = Platform(world, [self.bucket], np.zeros(world.users.n_users, dtype=np.int64), self._capture, arrivals,
                      features=copy.deepcopy(s.features), start_day=s.day)
         p.active[:], p.fatigue[:], p.recent_satisfaction[:] = s.active, s.fatigue, s.recent_satisfaction
+        p.recent_questionnaires[:] = s.recent_questionnaires
         p.start_day(s.day)
         self.platform, self.now = p, s.day * DAY_S
         self.users[:], self.is_open[:], self.pages[:] = -1, False, 0
@@ -270,15 +273,14 @@ class FeedSessions:
         users = self.users[slots]
         pages = np.take_along_axis(self.candidates[slots], positions, axis=1)
         nan = np.full(pages.shape, np.nan)
-        p.consume([RankedPages(self.bucket, users, pages, np.take_along_axis(scores, positions, axis=1), nan, nan)],
-                  self.now)
+        page_time = p.consume([RankedPages(self.bucket, users, pages, np.take_along_axis(scores, positions, axis=1),
+                                           nan, nan)], self.now)
         keep, columns = self._capture.last
         served = keep.reshape(pages.shape)
         columns = {name: np.asarray(col).reshape(pages.shape) for name, col in columns.items()}
         ended = ~p.in_session[users]
         self.pages[slots] += 1
         self.is_open[slots] = ~ended
-        page_time = np.where(served, columns["watch_time"], 0.0).sum(axis=1)
         self._advance(self.now + page_time.max() + self.config.platform.page_gap_s)
         live = slots[~ended]
         if live.size:

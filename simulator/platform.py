@@ -132,12 +132,16 @@ class _Tick:
     watch: np.ndarray = None
     satisfied: np.ndarray = None
     effective_view: np.ndarray = None
-    cum: np.ndarray = None         # cumulative watch time along the page
+    offered: np.ndarray = None     # a questionnaire follows the slot if the user reaches it
+    p_offer: np.ndarray = None     # its recorded P(show) (true_p_show) if the user reaches it
+    spent: np.ndarray = None       # seconds at the slot: its watch time plus an offered questionnaire's time
+    cum: np.ndarray = None         # cumulative time spent along the page
     ended: np.ndarray = None       # (B,) the session ends on this page
     served: np.ndarray = None      # the user reached the slot
-    shown: np.ndarray = None       # a questionnaire was shown
+    shown: np.ndarray = None       # a questionnaire was shown (offered and served)
     p_show: np.ndarray = None
     resp: object = None            # the questionnaire responses (flat)
+    page_time: np.ndarray = None   # (B,) seconds spent on the page (served slots)
 
 
 class Platform:
@@ -187,6 +191,8 @@ class Platform:
         self.fatigue = np.zeros((n_users, cfg.catalog.n_l1 * cfg.catalog.n_l2))   # per level-2 category
         self.recent_satisfaction = np.full(n_users, 0.5)
         self.shown_today = np.zeros(n_users, dtype=np.int64)
+        # questionnaires shown recently, decayed by questionnaire.response_fatigue_decay per day
+        self.recent_questionnaires = np.zeros(n_users)
         self.active_today = np.zeros(n_users, dtype=bool)
         self.day = start_day
         self._pending_t = np.empty(0)
@@ -300,6 +306,7 @@ class Platform:
         b = cfg.behaviour
         self.day = day
         self.shown_today[:] = 0
+        self.recent_questionnaires *= cfg.questionnaire.response_fatigue_decay
         p_return = expit(b.return_bias + b.return_satisfaction * (self.recent_satisfaction - 0.5))
         self.active_today = rng.random(n) < p_return
         sessions = rng.poisson(self.world.users.activity)
@@ -441,19 +448,25 @@ class Platform:
         depth = (self.session_items[users][:, None] + j[None, :]).ravel()
         return Engagement(np.clip(beh.watch_time / self.world.catalog.duration[items], 0.0, 1.0), feedback, depth)
 
-    def consume(self, ranked: Sequence[RankedPages], now: float) -> None:
+    def consume(self, ranked: Sequence[RankedPages], now: float) -> np.ndarray:
         """Users watch their pages in order; everything happens in arrays over all pages of the tick.
 
         The random draws are taken per batch from its bucket's streams, in the order a batch-by-batch
         loop would take them, so the outcome does not depend on how batches are grouped here.
+
+        Returns:
+            (B,) seconds each user spent on their page (watching, and questionnaires with
+            ``questionnaire.time_s``), in the order of ``ranked``'s users.
         """
         tick = _Tick(users=np.concatenate([r.users for r in ranked]), pages=np.concatenate([r.pages for r in ranked]))
         draws = _Draws.take(ranked)
         self._watch(tick, draws)
+        self._offer(tick, draws)
         self._quit(tick, draws)
         self._questionnaires(tick, draws)
         self._update_state(tick, now)
         self._record(ranked, tick, now)
+        return tick.page_time
 
     def _watch(self, t: _Tick, draws: _Draws) -> None:
         """Category fatigue along the page, then the ground-truth probabilities and behaviour."""
@@ -470,11 +483,28 @@ class Platform:
         t.satisfied = t.beh.satisfied.reshape(b, k)
         t.effective_view = t.beh.effective_view.reshape(b, k)
 
+    def _offer(self, t: _Tick, draws: _Draws) -> None:
+        """Exposure: the slots a questionnaire would follow if the user reaches them. Where the
+        session ends is drawn next (a questionnaire's time and quit chance are part of it); the
+        served slots then keep their draws, which are those of exposure among the served slots,
+        since the served slots are a prefix of the page and one per page means the first hit."""
+        q, (b, k) = self.config.questionnaire, t.pages.shape
+        eligible = np.broadcast_to((self.shown_today[t.users] < q.per_user_daily_cap)[:, None], (b, k))
+        if q.after_effective_view_only:
+            eligible = eligible & t.effective_view
+        p_show = exposure_probability(q, t.uu, t.ii, self.features).reshape(b, k)
+        t.offered, t.p_offer = exposure_from_uniforms(p_show, eligible, draws.show, one_per_page=q.one_per_page)
+
     def _quit(self, t: _Tick, draws: _Draws) -> None:
-        """Quitting: a dissatisfaction / fatigue hazard after each item, or the time budget runs out."""
-        bc, k = self.config.behaviour, t.pages.shape[1]
+        """Quitting after an item: a dissatisfaction / fatigue hazard, the chance that the
+        questionnaire after it ends the session (``questionnaire.quit_prob``), or the time budget
+        runs out (watch time and questionnaire time)."""
+        bc, q, k = self.config.behaviour, self.config.questionnaire, t.pages.shape[1]
         p_quit = expit(bc.quit_bias + bc.quit_dissatisfied * ~t.satisfied + bc.quit_fatigue * t.fatigue)
-        t.cum = np.cumsum(t.watch, axis=1)
+        if q.quit_prob:           # one uniform per slot: P(quit) = 1 - (1 - p_quit) * (1 - quit_prob)
+            p_quit = np.where(t.offered, p_quit + q.quit_prob * (1.0 - p_quit), p_quit)
+        t.spent = t.watch + q.time_s * t.offered if q.time_s else t.watch
+        t.cum = np.cumsum(t.spent, axis=1)
         stop = (draws.quit < p_quit) | \
             (self.session_elapsed[t.users, None] + t.cum >= self.session_budget[t.users, None])
         t.ended = stop.any(axis=1)
@@ -482,28 +512,28 @@ class Platform:
         t.served = t.j[None, :] <= last[:, None]                              # (B, k)
 
     def _questionnaires(self, t: _Tick, draws: _Draws) -> None:
-        """Which served items get a questionnaire (exposure) and who answers what (response)."""
-        q, (b, k) = self.config.questionnaire, t.pages.shape
-        eligible = t.served & (self.shown_today[t.users] < q.per_user_daily_cap)[:, None]
-        if q.after_effective_view_only:
-            eligible &= t.effective_view
-        p_show = exposure_probability(q, t.uu, t.ii, self.features).reshape(b, k)
-        t.shown, t.p_show = exposure_from_uniforms(p_show, eligible, draws.show, one_per_page=q.one_per_page)
+        """The questionnaires of the served slots (exposure) and who answers what (response)."""
+        q = self.config.questionnaire
+        t.shown, t.p_show = t.offered & t.served, np.where(t.served, t.p_offer, 0.0)
+        recent = 0.0
+        if q.response_fatigue:    # shown before the page, plus those earlier on it (one_per_page = false)
+            recent = (self.recent_questionnaires[t.users, None] + np.cumsum(t.shown, axis=1) - t.shown).ravel()
         pop = self.world.users
         t.resp = respond_from_uniforms(
             q, t.shown.ravel(), willingness=pop.willingness[t.uu], random_responder=pop.random_responder[t.uu],
             satisfied=t.beh.satisfied, p_satisfied=t.probs.p_satisfied, issue_types=t.beh.issue_types,
-            engagement=self._engagement(t.beh, t.ii, t.users, t.j), u=draws.respond)
+            engagement=self._engagement(t.beh, t.ii, t.users, t.j), recent=recent, u=draws.respond)
 
     def _update_state(self, t: _Tick, now: float) -> None:
-        """Session time and items, questionnaires today, fatigue, recent satisfaction, next request."""
+        """Session time and items, questionnaires today and recently, fatigue, recent satisfaction, next request."""
         users, served, (b, k) = t.users, t.served, t.pages.shape
         decay_rate, bc = self.config.users.fatigue_decay, self.config.behaviour
-        page_time = np.where(served, t.watch, 0.0).sum(axis=1)
+        t.page_time = page_time = np.where(served, t.spent, 0.0).sum(axis=1)
         self.session_elapsed[users] += page_time
         n_served = served.sum(axis=1)
         self.session_items[users] += n_served
         self.shown_today[users] += t.shown.sum(axis=1)
+        self.recent_questionnaires[users] += t.shown.sum(axis=1)
         # carry fatigue past the served items: decay by the page length, add each item decayed
         weight = np.where(served, decay_rate ** np.maximum(n_served[:, None] - 1 - t.j[None, :], 0), 0.0)
         counts = np.zeros((b, self.fatigue.shape[1]))
@@ -524,7 +554,7 @@ class Platform:
             like=beh.like.reshape(b, k), survey_satisfied=np.isin(answer, SATISFIED_CODES),
             survey_dissatisfied=np.isin(answer, DISSATISFIED_CODES),
             survey_submitted=resp.submitted.reshape(b, k))
-        start = (t.cum - t.watch).ravel()
+        start = (t.cum - t.spent).ravel()
         request = self._next_request + np.arange(b)
         self._next_request += b
         uu, ii = t.uu, t.ii

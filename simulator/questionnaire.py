@@ -3,7 +3,7 @@
 Exposure follows a configurable rule (base rate, targeting, only after an effective view, at most
 one per page, a per-user daily cap); its probability is recorded as ``true_p_show``.
 
-Response has four named parts, each a config knob; ``true_p_submit`` records its probability:
+Response has four named parts, each a config knob, and a cost; ``true_p_submit`` records its probability:
 
 - **willingness** (``users.willingness_mean`` / ``willingness_concentration``): a user trait, the
   base submit probability; the user's own answer history reveals it;
@@ -15,9 +15,13 @@ Response has four named parts, each a config knob; ``true_p_submit`` records its
   with the realised satisfaction itself (or a perceived issue) and with how extreme P(satisfied)
   is. Missing not at random: no observable undoes it;
 - **random responders** (``users.random_responder_share``): users who answer uniformly at random,
-  whatever their experience (self-masking does not apply to them; engagement does).
+  whatever their experience (self-masking does not apply to them; engagement does);
+- **willingness fatigue** (``questionnaire.response_fatigue``, ``response_fatigue_decay``): users
+  asked often answer less; the logit falls with the questionnaires shown to the user recently (a
+  count decayed per day), for every user. The other costs of a questionnaire, its time and its
+  chance to end the session (``questionnaire.time_s``, ``quit_prob``), are the platform's.
 
-The submit logit is ``logit(willingness) + engagement + self_masking``; see :func:`submit_logit`.
+The submit logit is ``logit(willingness) + engagement + self_masking - fatigue``; see :func:`submit_logit`.
 """
 from __future__ import annotations
 
@@ -98,7 +102,7 @@ class Responses:
 class Engagement:
     """What the user did with the item a questionnaire follows: the observable inputs of the
     engagement part of the response model (arrays over impressions)."""
-    watch_fraction: np.ndarray   # (n,) watch time / duration, clipped to [0, 1]
+    watch_fraction: np.ndarray   # (n,) watch time / duration, clipped to [0, 1] (a replay counts as 1)
     feedback_events: np.ndarray  # (n,) explicit feedback events on the item (0..6)
     session_depth: np.ndarray    # (n,) items watched earlier in the same session
 
@@ -119,29 +123,35 @@ def engagement_logit(config: QuestionnaireConfig, engagement: Engagement) -> np.
 
 def submit_logit(config: QuestionnaireConfig, survey_type: np.ndarray, *, willingness: np.ndarray,
                  random_responder: np.ndarray, satisfied: np.ndarray, p_satisfied: np.ndarray,
-                 issue: np.ndarray, engagement: Engagement) -> np.ndarray:
-    """logit P(submit | shown): willingness + engagement + self-masking (not for random responders)."""
+                 issue: np.ndarray, engagement: Engagement, recent: np.ndarray | float = 0.0) -> np.ndarray:
+    """logit P(submit | shown): willingness + engagement + self-masking (not for random responders)
+    - willingness fatigue (``response_fatigue`` times ``recent``, the questionnaires shown to the
+    user recently: a count decayed by ``response_fatigue_decay`` per day, this one excluded)."""
     w = np.clip(willingness, 1e-6, 1 - 1e-6)
     self_masking = np.where(
         survey_type == SAT,
         config.response_bias * satisfied + config.extremity_bias * np.abs(2 * p_satisfied - 1),
         config.response_bias * issue) - 0.5 * config.response_bias
     # random responders answer without regard to their experience
-    return logit(w) + engagement_logit(config, engagement) + np.where(random_responder, 0.0, self_masking)
+    out = logit(w) + engagement_logit(config, engagement) + np.where(random_responder, 0.0, self_masking)
+    return out - config.response_fatigue * recent if config.response_fatigue else out
 
 
 def respond(config: QuestionnaireConfig, shown: np.ndarray, *, willingness: np.ndarray,
             random_responder: np.ndarray, satisfied: np.ndarray, p_satisfied: np.ndarray,
-            issue_types: np.ndarray, engagement: Engagement, rng: np.random.Generator) -> Responses:
-    """Survey type, submission and answer for every impression (arrays over impressions)."""
+            issue_types: np.ndarray, engagement: Engagement, rng: np.random.Generator,
+            recent: np.ndarray | float = 0.0) -> Responses:
+    """Survey type, submission and answer for every impression (arrays over impressions);
+    ``recent``: the questionnaires shown to each user recently (:func:`submit_logit`)."""
     return respond_from_uniforms(config, shown, willingness=willingness, random_responder=random_responder,
                                  satisfied=satisfied, p_satisfied=p_satisfied, issue_types=issue_types,
-                                 engagement=engagement, u=rng.random((len(shown), RESPONSE_DRAWS)))
+                                 engagement=engagement, recent=recent, u=rng.random((len(shown), RESPONSE_DRAWS)))
 
 
 def respond_from_uniforms(config: QuestionnaireConfig, shown: np.ndarray, *, willingness: np.ndarray,
                           random_responder: np.ndarray, satisfied: np.ndarray, p_satisfied: np.ndarray,
-                          issue_types: np.ndarray, engagement: Engagement, u: np.ndarray) -> Responses:
+                          issue_types: np.ndarray, engagement: Engagement, u: np.ndarray,
+                          recent: np.ndarray | float = 0.0) -> Responses:
     """:func:`respond` given its uniform draws ``u`` (n, RESPONSE_DRAWS): survey type, submit,
     answer, random answer, random reason."""
     n = len(shown)
@@ -150,7 +160,8 @@ def respond_from_uniforms(config: QuestionnaireConfig, shown: np.ndarray, *, wil
     stype = np.where(shown, np.where(u[:, 0] < config.inappropriate_share, INAPPROPRIATE, SAT), -1)
     issue = issue_types.any(axis=1)
     logit_submit = submit_logit(config, stype, willingness=willingness, random_responder=random_responder,
-                                satisfied=satisfied, p_satisfied=p_satisfied, issue=issue, engagement=engagement)
+                                satisfied=satisfied, p_satisfied=p_satisfied, issue=issue, engagement=engagement,
+                                recent=recent)
     p_submit = np.where(shown, expit(logit_submit), 0.0)
     submitted = shown & (u[:, 1] < p_submit)
 
