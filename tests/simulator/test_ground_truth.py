@@ -10,36 +10,9 @@ import pytest
 
 from simulator.logs import read_impressions
 from experiments.simulate import simulate
-from tests_support import tiny
+from tests_support import assert_calibrated, assert_means_calibrated, tiny
 
 pytestmark = pytest.mark.slow
-
-
-def assert_calibrated(prob: np.ndarray, outcome: np.ndarray, *, bins: int = 10, min_count: int = 300,
-                      name: str = "") -> int:
-    """Empirical rates in quantile bins of the oracle probability match the bins' mean probability.
-
-    Each bin must agree within 4 binomial standard errors (plus 1e-4); returns the bins checked.
-    """
-    prob, outcome = np.asarray(prob, float), np.asarray(outcome, float)
-    values = np.unique(prob)
-    if len(values) <= bins:               # a discrete probability: one bin per value
-        which, n_bins = np.searchsorted(values, prob), len(values)
-    else:
-        edges = np.unique(np.quantile(prob, np.linspace(0, 1, bins + 1)))
-        which = np.clip(np.searchsorted(edges, prob, side="right") - 1, 0, len(edges) - 2)
-        n_bins = len(edges) - 1
-    checked = 0
-    for b in range(n_bins):
-        sel = which == b
-        n = sel.sum()
-        if n < min_count:
-            continue
-        p = prob[sel].mean()
-        se = np.sqrt(max(np.mean(prob[sel] * (1 - prob[sel])), 1e-6) / n)
-        assert abs(outcome[sel].mean() - p) < 4 * se + 1e-4, f"{name}: bin {b} rate {outcome[sel].mean():.4f} vs p {p:.4f}"
-        checked += 1
-    return checked
 
 
 @pytest.mark.parametrize(("prob", "outcome", "where"), [
@@ -61,11 +34,7 @@ def test_oracle_probabilities_are_honoured(default_run, prob, outcome, where):
 
 def test_expected_watch_time_is_honoured(default_run):
     _, logs = default_run
-    bins = pd.qcut(logs["true_expected_watch_time"], 10, duplicates="drop")
-    g = logs.groupby(bins, observed=True)
-    mean, expected = g["watch_time"].mean(), g["true_expected_watch_time"].mean()
-    se = g["watch_time"].std() / np.sqrt(g.size())
-    assert (np.abs(mean - expected) < 4 * se + 0.05).all()
+    assert_means_calibrated(logs["true_expected_watch_time"], logs["watch_time"], name="watch_time")
 
 
 def test_published_marginals(default_run):
