@@ -69,7 +69,8 @@ def _cat(index: pa.DataType = pa.int16()) -> pa.DataType:
 IMPRESSION_COLUMNS: tuple[Column, ...] = (
     # keys
     Column("day", pa.int16(), "simulated day, 0-based", "day"),
-    Column("ts", pa.float64(), "time the item started playing, since the start of the run", "s"),
+    Column("ts", pa.float64(), "time the item started playing, since the start of the run (on a page: the previous "
+           "item's ts plus its watch time and, with questionnaire.time_s, its questionnaire's time)", "s"),
     Column("user_id", pa.int32(), "user index into the user table"),
     Column("item_id", pa.int32(), "item index into the item table"),
     Column("session_id", pa.int64(), "session, unique within a run"),
@@ -88,7 +89,8 @@ IMPRESSION_COLUMNS: tuple[Column, ...] = (
            "drawn from the request's candidates (item-position IPS divides by it); null unless "
            "platform.log_candidates, and for a deterministic ranker", "probability", nullable=True),
     # behaviour
-    Column("watch_time", pa.float32(), "seconds watched", "s"),
+    Column("watch_time", pa.float32(), "seconds watched, replays included: above the duration (a watch ratio "
+           "above 1) when behaviour.replay_max > 0", "s"),
     Column("duration", pa.float32(), "video duration", "s"),
     Column("effective_view", pa.bool_(), "not a skip and watched at least the effective-view fraction (the click y)"),
     Column("skip", pa.bool_(), "watched less than the skip threshold (passive negative)"),
@@ -114,7 +116,7 @@ IMPRESSION_COLUMNS: tuple[Column, ...] = (
     Column("true_fatigue", pa.float32(), "category fatigue at this impression", "items"),
     Column("true_p_skip", pa.float32(), "P(skip)", "probability"),
     Column("true_p_effective_view", pa.float32(), "P(effective view)", "probability"),
-    Column("true_expected_watch_time", pa.float32(), "E[watch time]", "s"),
+    Column("true_expected_watch_time", pa.float32(), "E[watch time], replays included", "s"),
     Column("true_p_issue", pa.float32(), "P(the user perceives an issue)", "probability"),
     Column("true_issue", pa.bool_(), "an issue was perceived"),
     Column("true_p_like", pa.float32(), "P(like | realised state)", "probability"),
@@ -124,8 +126,8 @@ IMPRESSION_COLUMNS: tuple[Column, ...] = (
     Column("true_p_dislike", pa.float32(), "P(dislike | realised state)", "probability"),
     Column("true_p_report", pa.float32(), "P(report | realised state)", "probability"),
     Column("true_p_show", pa.float32(), "P(questionnaire shown | state, exposure rule)", "probability"),
-    Column("true_p_submit", pa.float32(), "P(submitted | shown, realised state); 0 if not shown",
-           "probability"),
+    Column("true_p_submit", pa.float32(), "P(submitted | shown, realised state), willingness fatigue from the "
+           "user's recent questionnaires included; 0 if not shown", "probability"),
 )
 
 ITEM_COLUMNS: tuple[Column, ...] = (
