@@ -45,7 +45,7 @@ def plot_daily_lifts(daily_lifts: pd.DataFrame, path: Path, oracle: set[str]) ->
         sub = daily_lifts[daily_lifts["metric"] == name]
         for color, bucket in zip(COLORS, buckets):
             d = sub[sub["bucket"] == bucket].sort_values("day")
-            label = bucket + (" (upper bound)" if bucket in oracle else "")
+            label = bucket + (" (item-wise oracle)" if bucket in oracle else "")
             ax.plot(d["day"], 100 * d["lift"], "o-", color=color, label=label, ms=3)
             ax.fill_between(d["day"], 100 * d["lift_ci_low"], 100 * d["lift_ci_high"], color=color, alpha=0.15)
         ax.axhline(0, color="black", lw=0.8)
@@ -75,7 +75,7 @@ def plot_overall_lifts(lifts: pd.DataFrame, path: Path, oracle: set[str]) -> Pat
         y = np.arange(len(buckets))
         ax.barh(y, np.nan_to_num(lift), color=COLORS[:len(buckets)], xerr=np.nan_to_num(err), capsize=3)
         ax.set_yticks(y)
-        ax.set_yticklabels([b + ("\n(upper bound)" if b in oracle else "") for b in buckets], fontsize=8)
+        ax.set_yticklabels([b + ("\n(item-wise oracle)" if b in oracle else "") for b in buckets], fontsize=8)
         ax.invert_yaxis()
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(METRICS_BY_NAME[name].label, fontsize=9)
@@ -92,8 +92,9 @@ def reading(lifts: pd.DataFrame, oracle: set[str], control: str, aa: bool) -> li
     for bucket in dict.fromkeys(lifts["bucket"]):
         sub = lifts[lifts["bucket"] == bucket]
         sig = sub[sub["significant"].fillna(False).astype(bool)]
-        tag = " (the oracle: it reads the ground truth, so this is an upper bound, not a deployable policy)" \
-            if bucket in oracle else ""
+        tag = (" (the item-wise oracle: it reads the ground truth and ranks item by item, ignoring fatigue within "
+               "the page, so this is a reference, not a deployable policy nor a strict upper bound)"
+               if bucket in oracle else "")
         if sig.empty:
             lines.append(f"- **{bucket}**{tag}: no metric differs from {control} significantly after correction.")
         else:
@@ -154,7 +155,7 @@ def write_report(out: Path, config, result, *, aa: bool = False) -> Path:
              "| bucket | policy | share | users |", "|---|---|---|---|"]
     overall = pd.read_csv(out / "metrics_overall.csv").set_index("bucket")
     for b in config.buckets:
-        flag = " **(oracle: upper bound)**" if b.name in oracle else ""
+        flag = " **(item-wise oracle)**" if b.name in oracle else ""
         lines.append(f"| {b.name} | `{b.policy}`{flag} | {b.share:.3f} | {int(overall.loc[b.name, 'users']):,} |")
     lines += ["", f"Sample-ratio-mismatch check (assigned users vs shares): p = {result.srm_p_value:.3g}"
               + (" — **mismatch, do not trust the lifts**" if result.srm_p_value < 1e-3 else " (no mismatch)."), "",

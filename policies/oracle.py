@@ -1,4 +1,7 @@
-"""The oracle: ranks by the ground truth. An upper bound, flagged as such in every report.
+"""The item-wise oracle: ranks by the ground truth, item by item, flagged as such in every report.
+
+It scores each candidate alone (no fatigue within the page it builds), so it is a reference,
+not a strict upper bound: a page-aware ranking of the same truth could beat it.
 
 It is the one policy that reads hidden state. It imports nothing from the simulator: the A/B
 runner hands it the world and a read-only view of the users' state through :meth:`attach`,
@@ -19,7 +22,7 @@ from simulator.schema import LogData, RankBatch
 TARGETS = ("satisfaction", "watch_time")
 
 
-@register_policy("oracle", "UPPER BOUND, reads the ground truth: ranks by true P(satisfied) (or E[watch time])")
+@register_policy("oracle", "ITEM-WISE ORACLE, reads the ground truth: ranks each item by true P(satisfied) (or E[watch time])")
 @dataclass
 class OraclePolicy:
     """Scores each candidate by the world's ground-truth function for the user's current state.

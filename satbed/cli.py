@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=_cmd_scenarios)
     pol = sub.add_parser("policies", help="list the registered policies, one line each",
                          description="The registered ranking policies (use a name as a bucket's policy): "
-                                     "baselines, the oracle upper bound and the paper policies.")
+                                     "baselines, the item-wise oracle and the paper policies.")
     pol.set_defaults(func=_cmd_policies)
     add_study_parser(sub)
     return parser

@@ -19,7 +19,7 @@ narrower than the difference's when the lift is far from 0, so the two can disag
 threshold, as they can in one run's report.) The p-values are corrected (Holm by default) over every
 (policy, metric) of the table except the oracle metrics, which are no hypothesis a platform
 could test. Oracle *policies* (which read the ground truth) are tested like the others and
-flagged as upper bounds. ``experiment.toml`` in the results directory reproduces one seed's full
+flagged as item-wise oracles (references, not deployable policies). ``experiment.toml`` in the results directory reproduces one seed's full
 A/B report: ``satbed ab --config DIR/experiment.toml --seed N``.
 """
 from __future__ import annotations
@@ -190,7 +190,7 @@ def summarise(config: HeadToHeadConfig, table: pd.DataFrame, out: Path) -> Summa
               markdown_table(shown, fmt_p), "",
               f"`*` significant at alpha = {config.ab.alpha} after {config.ab.correction} correction over the "
               f"{int((~pooled['oracle_metric']).sum())} non-oracle tests of this table. Oracle rows read the "
-              "ground truth: upper bounds, not deployable policies.", "",
+              "ground truth, item by item (item-wise oracles): references, not deployable policies.", "",
               "![forest plot](forest.png)", "",
               "Where each lift's spread comes from (standard deviations of the relative lift; "
               "`estimators.spread_sources`): users (the runs' own sampling error), policy training "

@@ -234,7 +234,7 @@ def test_run_directory_contents(ab_run):
     assert sorted(p.name for p in (out / "logs" / "day-0002").iterdir()) == \
         ["bucket-control", "bucket-oracle", "bucket-rand"]
     report = (out / "report.md").read_text()
-    assert "oracle: upper bound" in report and "| rand | average user watch time" in report
+    assert "**(item-wise oracle)**" in report and "| rand | average user watch time" in report
     metrics = pd.read_csv(out / "metrics.csv")
     assert set(metrics["bucket"]) == {"control", "rand", "oracle"} and set(metrics["day"]) == {1, 2}
     assert load_toml(ExperimentConfig, out / "config.toml") == small(seed=3)

@@ -103,7 +103,7 @@ def test_head_to_head_pooling(fast_run):
             assert r["lift"] == pytest.approx(by_seed.loc[(policy, metric), "lift"], rel=1e-12)
     assert (pooled["p_adjusted"].dropna() >= pooled.loc[pooled["p_adjusted"].notna(), "p_value"] - 1e-15).all()
     assert pooled["p_adjusted"][pooled["oracle_metric"]].isna().all()
-    # the oracle is an upper bound on the truth, random ranking a lower one
+    # the item-wise oracle beats the control on the truth, random ranking loses to it
     assert pooled.loc[("oracle", "oracle_satisfaction"), "lift_low"] > 0
     assert pooled.loc[("random", "oracle_satisfaction"), "lift_high"] < 0
     assert (out / "experiment.toml").exists() and (out / "forest.png").exists()
