@@ -53,7 +53,7 @@ def plot_table(table: pd.DataFrame, path: str | Path, *, title: str,
     seeds; the band is the tolerance. ``start``: each figure's miss before the fit (hollow marks)."""
     shown = table[table["comparable"]].reset_index(drop=True)
     y = np.arange(len(shown))[::-1]
-    fig, ax = subplots(figsize=(8, 0.38 * len(shown) + 1.6), constrained_layout=True)
+    fig, ax = subplots(figsize=(8, 0.38 * len(shown) + 2.2), constrained_layout=True)
     ax.axvspan(-1, 1, color="#dddddd", label="within tolerance")
     ax.axvline(0, color="#666666", lw=0.8)
     low, high = shown["miss_ci_low"].to_numpy(), shown["miss_ci_high"].to_numpy()
@@ -61,15 +61,17 @@ def plot_table(table: pd.DataFrame, path: str | Path, *, title: str,
     xerr = np.vstack([np.where(np.isfinite(low), miss - low, 0), np.where(np.isfinite(high), high - miss, 0)])
     ax.errorbar(miss, y, xerr=xerr, fmt="o", color=COLORS[0], capsize=3,
                 label="fitted (95% CI over seeds)" if start is not None else "measured (95% CI over seeds)")
-    if start is not None:
-        marks = [(start[f], yi) for f, yi in zip(shown["figure"], y) if f in start]
-        if marks:
-            ax.plot(*zip(*marks), "o", mfc="none", color=COLORS[1], label="start")
+    marks = [(start[f], yi) for f, yi in zip(shown["figure"], y) if f in start] if start is not None else []
+    if marks:
+        ax.plot(*zip(*marks), "o", mfc="none", color=COLORS[1], label="start (on the fit's seeds)")
     ax.set_xscale("symlog", linthresh=1.0)
+    reach = np.nanmax(np.abs(np.r_[miss, low, high, [m for m, _ in marks], 1.0]))
+    ticks = [t for t in (1, 3, 10, 30, 100, 300, 1000) if t <= 1.5 * reach]
+    ax.set_xticks([-t for t in ticks[::-1]] + [0] + ticks, [f"{-t:g}" for t in ticks[::-1]] + ["0"] + [f"+{t:g}" for t in ticks])
     ax.set_yticks(y, [f"{f} ({_g(t)})" for f, t in zip(shown["figure"], shown["target"])])
-    ax.set_xlabel("miss: (achieved - target) in tolerances (relative or absolute per row)")
+    ax.set_xlabel("miss: the error in tolerances (symmetric log scale)")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     return save_figure(fig, path)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ class TargetTable:
         return TargetTable(self.doc, tuple(t for t in self.rows if t.name in set(names)))
 
 
-TARGET_KEYS = frozenset(f.name for f in Target.__dataclass_fields__.values())
+TARGET_KEYS = frozenset(f.name for f in fields(Target))
 
 
 def parse_targets(data: Mapping[str, Any], *, where: str, figures: Sequence[str]) -> TargetTable:
