@@ -190,10 +190,14 @@ def _seed_list(text: str) -> tuple[int, ...]:
     try:
         if ":" in text:
             low, high = (int(v) for v in text.split(":"))
-            return tuple(range(low, high))
-        return tuple(int(v) for v in text.split(",") if v.strip())
+            seeds = tuple(range(low, high))
+        else:
+            seeds = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of seeds (0,1,2 or 0:3)") from None
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of seeds (0,1,2 or 0:3)")
+    return seeds
 
 
 def _days(n: int) -> str:
@@ -302,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="fit world knobs to a table of target figures (or --check a world against it)",
         description="Fit the chosen knobs of a world (numeric config fields) to a targets table by the "
                     "simulated method of moments: a small scale model of the world simulated on fixed seeds "
-                    "(common random numbers) at each knob setting, scipy's Nelder-Mead on the mean squared miss "
+                    "(common random numbers) at each knob setting, scipy's least_squares on the misses "
                     "(each row's error in its tolerances). Writes the fitted config (fitted.toml), the "
                     "target-vs-achieved table at the fitted knobs on fresh seeds (calibration.csv, report.md) "
                     "and a plot. simulator/calibration/targets.toml holds the public short-video figures; "
