@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tomllib
 
 import numpy as np
 import pandas as pd
@@ -204,16 +205,16 @@ def test_perturbed_knobs_are_recovered_from_their_own_figures():
     seeds the fit uses, and its like and negative rates become the targets. The true knobs are then an
     exact zero of the objective (common random numbers), so a fit from the defaults must find them: a
     figure that does not respond to its knob, an objective that is not deterministic, or an optimiser
-    that stops early or wanders lands outside the tolerance. (Measured: within 0.005 of the truth.)"""
+    that stops early or wanders lands outside the tolerance. (Measured: within 0.001 and 0.025, in 13 settings.)"""
     truth = {"behaviour.like_bias": -4.0, "behaviour.dislike_bias": -7.0}
     names = ["like_rate", "negative_rate"]
-    world = with_overrides(calibration_world(FAST, users=600, days=1), truth)
+    world = with_overrides(calibration_world(FAST, users=1500, days=1), truth)
     figures = simulate_figures(world, serving_policy, [0], names)[0]
     targets = TargetTable("the perturbed world", tuple(Target(n, figures[n], 0.1, "truth") for n in names))
     knobs = parse_knobs(list(truth), FAST)
     assert all(abs(k.start - truth[k.name]) > RECOVERY_TOLERANCE for k in knobs), "the fit has to move"
     cal = calibrate(targets, knobs, base=FAST, make_policy=serving_policy, seeds=[0], report_seeds=[0],
-                    budget=30, users=600, days=1, progress=False)
+                    budget=30, users=1500, days=1, progress=False)
     errors = {name: abs(cal.fitted[name] - value) for name, value in truth.items()}
     assert max(errors.values()) <= RECOVERY_TOLERANCE, errors
     assert cal.objective < cal.evaluations["objective"].iloc[0] / 50
@@ -236,6 +237,13 @@ def test_calibrate_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, 
     assert main(["calibrate", str(PUBLIC_TARGETS), "--out", str(out), *TINY, *args]) == 2
     assert fragment in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("seeds", ["", "a,b", "3:1", "-1"])
+def test_calibrate_bad_seeds_exit_2(capsys, seeds):
+    with pytest.raises(SystemExit) as info:
+        main(["calibrate", str(PUBLIC_TARGETS), "--check", "--seeds", seeds])
+    assert info.value.code == 2 and "is not a list of seeds" in capsys.readouterr().err
 
 
 def test_calibrate_missing_targets_file_exits_2(tmp_path, capsys):
@@ -275,3 +283,20 @@ def test_calibrate_fit_writes_complete_outputs(tmp_path, capsys):
     table = pd.read_csv(out / "calibration.csv")
     assert list(table["figure"]) == ["like_rate", "comment_rate"] and table["fitted"].all()
     assert (table["n_seeds"] == 2).all()
+
+
+# ----------------------------------------------------------------------------- the documentation
+DOCS = PUBLIC_TARGETS.parents[2]
+
+
+def test_the_readme_example_is_a_valid_targets_table():
+    readme = (DOCS / "README.md").read_text()
+    block = re.search(r"```toml\n# my_platform.toml\n(.*?)```", readme, re.S).group(1)
+    table = parse_targets(tomllib.loads(block), where="README.md", figures=list(FIGURES))
+    assert table.names == ["like_rate", "negative_rate", "effective_views_per_skip"]
+
+
+def test_the_reference_documents_every_figure():
+    page = (DOCS / "docs" / "calibration.md").read_text()
+    figures = page[page.index("## The figures"):page.index("## The public targets")]
+    assert [name for name in FIGURES if f"`{name}`" not in figures] == []
