@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from simulator.calibration.measure import FIGURES
 from simulator.config import ConfigError, read_toml
 
 PUBLIC_TARGETS = Path(__file__).with_name("targets.toml")
@@ -160,7 +161,6 @@ def parse_targets(data: Mapping[str, Any], *, where: str, figures: Sequence[str]
 
 def load_targets(path: str | Path) -> TargetTable:
     """Read and check a targets file (see the module's documentation)."""
-    from simulator.calibration.measure import FIGURES
     if not Path(path).is_file():
         raise ConfigError(f"targets file {path} does not exist")
     return parse_targets(read_toml(path), where=str(path), figures=list(FIGURES))
