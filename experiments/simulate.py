@@ -8,10 +8,15 @@ from simulator.config import SimConfig
 from simulator.simulate import SimulationResult, run_simulation
 
 
+def serving_policy(config: SimConfig):
+    """A new, unfitted instance of ``config.platform.policy`` (the production policy at the config's
+    temperature); an unknown name fails here, before anything is simulated or written."""
+    name = config.platform.policy
+    params = {"temperature": config.platform.temperature} if name == "production" else {}
+    return make_policy(name, **params)
+
+
 def simulate(config: SimConfig, out: str | Path, *, progress: bool = True,
              overwrite: bool = False) -> SimulationResult:
     """Simulate ``config.platform.days`` days of the world served by ``config.platform.policy``."""
-    name = config.platform.policy
-    params = {"temperature": config.platform.temperature} if name == "production" else {}
-    policy = make_policy(name, **params)     # an unknown name fails before anything is written
-    return run_simulation(config, out, policy, progress=progress, overwrite=overwrite)
+    return run_simulation(config, out, serving_policy(config), progress=progress, overwrite=overwrite)

@@ -185,6 +185,64 @@ def _check_scenario(scenario, run_dir: Path) -> int:
     return 0 if table["within"].all() else 1
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0:4`` (0, 1, 2, 3) as seeds."""
+    try:
+        if ":" in text:
+            low, high = (int(v) for v in text.split(":"))
+            seeds = tuple(range(low, high))
+        else:
+            seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of seeds (0,1,2 or 0:3)")
+    return seeds
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from experiments.simulate import serving_policy
+    from simulator.calibration.fit import achieved, calibrate, calibration_world, check_budget, parse_knobs
+    from simulator.calibration.report import format_table, write_calibration, write_check
+    from simulator.calibration.targets import load_targets
+    from simulator.simulate import prepare_run_dir
+    targets = load_targets(args.targets).select(args.rows.split(",") if args.rows else None)
+    base = config_from_args(args)
+    serving_policy(base)                     # an unknown policy fails before anything is simulated
+    if args.check:
+        if args.knobs:
+            raise ConfigError("--check simulates the world as it is: drop --knobs (or drop --check to fit them)")
+        world = calibration_world(base, users=args.users, days=args.days)
+        out = prepare_run_dir(Path(args.out or f"runs/calibrate-check-{time.strftime('%Y%m%d-%H%M%S')}"),
+                              overwrite=args.overwrite)
+        table = achieved(targets, world, serving_policy, args.seeds)
+        header = (f"# World vs {args.targets}\n\n{args.users} users, {_days(args.days)}, seeds "
+                  f"{', '.join(map(str, args.seeds))} (mean and Student-t 95% interval over seeds).")
+        print(write_check(table, world, out, header=header))
+        print(f"Wrote {out} (calibration.csv, calibration.png, report.md, config.toml).")
+        return 0 if table.loc[table["comparable"], "within"].all() else 1
+    if not args.knobs:
+        raise ConfigError("--knobs is required to fit (e.g. --knobs behaviour.like_bias,behaviour.dislike_bias), "
+                          "or --check to only compare the world with the targets")
+    knobs = parse_knobs(args.knobs.split(","), base)
+    check_budget(args.budget, knobs)
+    calibration_world(base, users=args.users, days=args.days)       # a bad size fails before the directory
+    out = prepare_run_dir(Path(args.out or f"runs/calibrate-{time.strftime('%Y%m%d-%H%M%S')}"),
+                          overwrite=args.overwrite)
+    cal = calibrate(targets, knobs, base=base, make_policy=serving_policy, seeds=args.seeds,
+                    report_seeds=args.report_seeds, budget=args.budget, users=args.users, days=args.days,
+                    progress=not args.quiet)
+    header = (f"# Calibration to {args.targets}\n\n{args.users} users, {_days(args.days)}; fitted on seeds "
+              f"{', '.join(map(str, cal.seeds))} (common random numbers), rows {', '.join(cal.rows.names)}.")
+    print(write_calibration(cal, out, header=header))
+    print(f"Wrote {out} (fitted.toml, knobs.csv, evaluations.csv, calibration.csv, calibration.png, report.md).")
+    return 0
+
+
 def _cmd_policies(args: argparse.Namespace) -> int:
     from policies import available_policies
     policies = available_policies()
@@ -244,6 +302,37 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--check", metavar="RUN_DIR",
                     help="compare a `satbed simulate` run's logs with the scenario's targets (exit 1 if off)")
     sc.set_defaults(func=_cmd_scenarios)
+    cal = sub.add_parser(
+        "calibrate", help="fit world knobs to a table of target figures (or --check a world against it)",
+        description="Fit the chosen knobs of a world (numeric config fields) to a targets table by the "
+                    "simulated method of moments: a small scale model of the world simulated on fixed seeds "
+                    "(common random numbers) at each knob setting, scipy's least_squares on the misses "
+                    "(each row's error in its tolerances). Writes the fitted config (fitted.toml), the "
+                    "target-vs-achieved table at the fitted knobs on fresh seeds (calibration.csv, report.md) "
+                    "and a plot. simulator/calibration/targets.toml holds the public short-video figures; "
+                    "docs/calibration.md describes the format.",
+        formatter_class=HelpFormatter)
+    cal.add_argument("targets", metavar="TARGETS.toml", help="targets table ([[target]] rows: name, value, "
+                     "tolerance, source)")
+    cal.add_argument("--knobs", metavar="A,B,...", help="config fields to fit, e.g. behaviour.like_bias,"
+                     "behaviour.dislike_bias; NAME=LOW:HIGH bounds one")
+    cal.add_argument("--rows", metavar="A,B,...", help="target rows to fit and report (default: all)")
+    cal.add_argument("--check", action="store_true", help="fit nothing: simulate the world on the seeds and "
+                     "compare it with the targets (exit 1 if a row is off)")
+    cal.add_argument("--budget", type=int, default=40, help="knob settings simulated at most")
+    cal.add_argument("--seeds", type=_seed_list, default=(0, 1), metavar="LIST",
+                     help="seeds simulated at every setting (0,1 or 0:4; default: 0,1)")
+    cal.add_argument("--report-seeds", type=_seed_list, metavar="LIST",
+                     help="fresh seeds of the table at the fitted knobs (default: the four after --seeds)")
+    cal.add_argument("--users", type=int, default=500, help="users of the simulated scale model")
+    cal.add_argument("--days", type=int, default=2, help="days simulated")
+    cal.add_argument("--config", metavar="FILE.toml", help="the world to fit (default: the built-in world)")
+    cal.add_argument("--scenario", metavar="NAME", help=SCENARIO_HELP)
+    cal.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    cal.add_argument("--out", metavar="DIR", help="output directory (default: runs/calibrate[-check]-<time>)")
+    cal.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    cal.add_argument("--quiet", action="store_true", help="no progress bar")
+    cal.set_defaults(func=_cmd_calibrate, seed=None)     # the seeds are --seeds; the base world keeps its own
     pol = sub.add_parser("policies", help="list the registered policies, one line each",
                          description="The registered ranking policies (use a name as a bucket's policy): "
                                      "baselines, the item-wise oracle and the paper policies.")

@@ -80,10 +80,34 @@ def run_simulation(config: SimConfig, out: str | Path, policy: Any, *, progress:
     started = time.perf_counter()
     write_status(out, "running")
     dump_toml(config, out / "config.toml")
-    streams = seed_streams(config.seed)
-    world = World.generate(config, np.random.default_rng(streams["world"]))
+    world = generate_world(config)
     write_frame(world.catalog.table(), out / "items.parquet", ITEM_COLUMNS)
     write_frame(world.users.table(), out / "users.parquet", USER_COLUMNS)
+    serve_world(world, policy, out, progress=progress)
+    logs = read_impressions(out / "logs", columns=SUMMARY_COLUMNS)
+    summary = summarize(logs, n_users=world.users.n_users)
+    seconds = time.perf_counter() - started
+    summary["seconds"] = round(seconds, 2)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", format_summary(summary, out) + "\n![summary](summary.png)\n")
+    plot_simulation(logs, out / "summary.png")
+    write_status(out, "complete", seconds=round(seconds, 2))
+    return SimulationResult(out, summary, seconds)
+
+
+def generate_world(config: SimConfig) -> World:
+    """The world of ``config``: its catalog and users, drawn from the run seed's world stream."""
+    return World.generate(config, np.random.default_rng(seed_streams(config.seed)["world"]))
+
+
+def serve_world(world: World, policy: Any, out: Path, *, progress: bool = True) -> None:
+    """Fit ``policy`` on the world's empty log and serve the world with it for ``platform.days`` days.
+
+    The impressions go to ``out/logs`` (and, with ``platform.log_candidates``, the candidates to
+    ``out/candidates``). Every draw comes from the streams of ``world.config.seed``.
+    """
+    config = world.config
+    streams = seed_streams(config.seed)
     empty = LogData(pd.DataFrame(), world.catalog.table(), world.users.table()).observable()
     policy.fit(empty, rng=np.random.default_rng(streams["policy"]))
     writer = LogWriter(out / "logs", ["all"],
@@ -94,15 +118,6 @@ def run_simulation(config: SimConfig, out: str | Path, policy: Any, *, progress:
     days = config.platform.days
     with tqdm(total=days, desc="simulating", unit="day", disable=not progress) as bar:
         platform.run(days, progress=lambda day: bar.update(1))
-    logs = read_impressions(out / "logs", columns=SUMMARY_COLUMNS)
-    summary = summarize(logs, n_users=world.users.n_users)
-    seconds = time.perf_counter() - started
-    summary["seconds"] = round(seconds, 2)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "summary.md", format_summary(summary, out) + "\n![summary](summary.png)\n")
-    plot_simulation(logs, out / "summary.png")
-    write_status(out, "complete", seconds=round(seconds, 2))
-    return SimulationResult(out, summary, seconds)
 
 
 def summarize(logs: pd.DataFrame, *, n_users: int) -> dict[str, float]:

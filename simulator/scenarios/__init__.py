@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from simulator.calibration.measure import count, survey_answers
+from simulator.calibration.targets import Target
+from simulator.calibration.targets import compare as compare_targets
 from simulator.config import ConfigError, SimConfig, deep_merge, from_dict, read_toml, set_dotted, with_overrides
 
 META_KEYS = ("doc", "targets")
@@ -111,6 +113,12 @@ class Targets:
         if self.questionnaires is not None:
             out["questionnaires"] = self.questionnaires
         return out
+
+    def rows(self, *, ratios_only: bool = False) -> tuple[Target, ...]:
+        """The figures as target rows (:class:`simulator.calibration.targets.Target`), each within the
+        relative ``tolerance``: the ratios only, or the counts too."""
+        wanted = self.ratios() if ratios_only else {**self.counts(), **self.ratios()}
+        return tuple(Target(name, float(value), self.tolerance, self.source) for name, value in wanted.items())
 
 
 @dataclass(frozen=True)
@@ -235,7 +243,7 @@ def scale_model(config: SimConfig, factor: float) -> SimConfig:
 
 
 # ----------------------------------------------------------------------------- marginals
-MARGINAL_COLUMNS = ("user_id", "effective_view", "skip", "survey_submitted", "survey_type", "survey_answer")
+MARGINAL_COLUMNS = ("user_id", "effective_view", "skip", "survey_answer")
 
 
 def marginals(logs: pd.DataFrame, targets: Targets) -> dict[str, float]:
@@ -248,13 +256,9 @@ def marginals(logs: pd.DataFrame, targets: Targets) -> dict[str, float]:
         users, interactions, questionnaires, positive, negative, and the ratios of
         :meth:`Targets.ratios`.
     """
-    ev, skip = logs["effective_view"].to_numpy(bool), logs["skip"].to_numpy(bool)
-    n_ev, n_skip = int(ev.sum()), int(skip.sum())
+    n_ev, n_skip = count(logs, "effective_view"), count(logs, "skip")
     interactions = n_ev if targets.interactions_are == "effective_views" else n_ev + n_skip
-    answered = logs["survey_submitted"].to_numpy(bool) & (logs["survey_type"] == "satisfaction").to_numpy()
-    answer = logs["survey_answer"].to_numpy(object)
-    likes = int((answered & (answer == "like")).sum())
-    dislikes = int((answered & (answer == "dislike")).sum())
+    likes, dislikes = survey_answers(logs)
     pos, neg = (likes, dislikes) if targets.positive_negative == "survey" else (n_ev, n_skip)
     users = int(logs["user_id"].nunique())
     return {"users": users, "interactions": interactions, "questionnaires": likes + dislikes,
@@ -265,18 +269,12 @@ def marginals(logs: pd.DataFrame, targets: Targets) -> dict[str, float]:
 
 
 def compare(measured: Mapping[str, float], targets: Targets, *, ratios_only: bool = False) -> pd.DataFrame:
-    """One row per target figure: target, measured, relative error and whether it is within tolerance.
+    """One row per target figure: target, measured, relative error and whether it is within tolerance
+    (:func:`simulator.calibration.targets.compare` of :meth:`Targets.rows`).
 
     Args:
         measured: :func:`marginals` of a run.
         targets: the scenario's targets.
         ratios_only: compare only the size-free ratios (for a run at a reduced number of users).
     """
-    wanted = targets.ratios() if ratios_only else {**targets.counts(), **targets.ratios()}
-    rows = []
-    for name, target in wanted.items():
-        value = float(measured[name])
-        error = value / target - 1.0
-        rows.append({"figure": name, "target": float(target), "measured": value, "relative_error": error,
-                     "within": bool(np.abs(error) <= targets.tolerance)})
-    return pd.DataFrame(rows)
+    return compare_targets(measured, targets.rows(ratios_only=ratios_only))

@@ -110,7 +110,7 @@ def test_every_subcommand_has_a_description_and_each_default_shows_once(monkeypa
     monkeypatch.setenv("COLUMNS", "4000")         # one line per option, so a line is one option's help
     parser = build_parser()
     (sub,) = parser._subparsers._group_actions
-    assert set(sub.choices) == {"simulate", "ab", "aa", "scenarios", "policies", "study"}
+    assert set(sub.choices) == {"simulate", "ab", "aa", "scenarios", "calibrate", "policies", "study"}
     for name, p in sub.choices.items():
         assert p.description, f"satbed {name} has no description"
         text = p.format_help()
