@@ -98,7 +98,7 @@ def _satisfaction_errors(tmp_path, overrides: dict, seeds) -> pd.DataFrame:
     """Per seed: naive / IPS / SNIPS (fitted submit model) estimate - truth of the satisfaction
     rate over the impressions eligible for a questionnaire (bias_ablation's estimand)."""
     from studies.bias_ablation import run_cell
-    base = with_overrides(SimConfig(), {**SMALL, **overrides})
+    base = with_overrides(SimConfig(), {**SMALL, "platform.tick_s": 900.0, **overrides})   # 15-min rounds: fast
     rows = []
     for seed in seeds:
         for r in run_cell({"world": to_dict(base), "alpha": 0.05}, seed):
@@ -109,7 +109,7 @@ def _satisfaction_errors(tmp_path, overrides: dict, seeds) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_fitted_submit_model_removes_engagement_bias_but_not_self_masking(tmp_path):
-    """Issue 13 §1. Over 20 worlds with self-masking at 0 (engagement-driven answering, no random
+    """Over 20 worlds with self-masking at 0 (engagement-driven answering, no random
     responders), IPS and SNIPS with the *fitted* submit model are unbiased within 2 SE while the
     naive respondents' rate is not; with self-masking on, the residual bias grows with it."""
     mar = {**ENGAGED, "questionnaire.response_bias": 0.0, "questionnaire.extremity_bias": 0.0,
