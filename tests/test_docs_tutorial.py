@@ -29,3 +29,8 @@ def test_every_tutorial_block_runs_in_order(tmp_path, monkeypatch):
         except Exception as error:
             pytest.fail(f"docs/tutorial.md: python block {number} failed: {error!r}\n"
                         f"{traceback.format_exc()}\n--- block {number} ---\n{code}")
+    # what the tutorial promises to leave behind: a simulated run, an A/B run with its report, and
+    # the three estimators' draws of the bias demonstration
+    assert (tmp_path / "runs" / "tiny" / "logs").is_dir() and len(namespace["logs"]) > 0
+    assert (namespace["ab"].run_dir / "report.md").is_file()
+    assert set(namespace["draws"]) == {"naive", "IPS", "SNIPS"} and all(namespace["draws"].values())
