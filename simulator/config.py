@@ -170,14 +170,26 @@ class BehaviourConfig:
     quit_bias: float = doc_field(-4.5, "intercept of the per-item session-quit logit")
     quit_dissatisfied: float = doc_field(1.0, "quit logit increase after a dissatisfying item")
     quit_fatigue: float = doc_field(0.3, "quit logit increase per unit of category fatigue")
-    return_bias: float = doc_field(1.2, "intercept of the daily return logit")
+    return_bias: float = doc_field(1.2, "intercept of the return logit: P(a user comes back on a given day) is "
+                                   "the logistic of the return logit, drawn once a day")
     return_satisfaction: float = doc_field(4.0, "return logit increase per unit of recent satisfaction above 0.5")
+    return_activity: float = doc_field(0.0, "return logit increase per unit of log(activity / users.activity_mean): "
+                                       "users with more sessions a day also come back more often (0 = no link)")
+    return_days_away: float = doc_field(0.0, "return logit change per unit of log(days since the last active day): "
+                                        "negative = the longer away, the less likely back (a return-gap "
+                                        "distribution with a longer tail than a daily coin; 0 = memoryless)")
+    away_satisfaction_drift: float = doc_field(0.0, "share of the way recent satisfaction moves back toward 0.5 "
+                                               "on each day the user is away (the state left behind fades; "
+                                               "0 = frozen while away)")
+    session_satisfaction: float = doc_field(0.0, "log-change of the mean sessions on an active day per unit of "
+                                            "recent satisfaction above 0.5 (0 = sessions ignore satisfaction)")
     satisfaction_ema: float = doc_field(0.1, "weight of a page's mean satisfaction in the user's recent satisfaction "
                                       "(the return model's input)")
 
     def __post_init__(self) -> None:
         check_positive("skip_threshold_s", self.skip_threshold_s)
         check_probability("satisfaction_ema", self.satisfaction_ema)
+        check_probability("away_satisfaction_drift", self.away_satisfaction_drift)
         check_interval("effective_view_fraction", self.effective_view_fraction, 0, 1, open_left=True)
         check_positive("watch_scale", self.watch_scale)
         check_nonnegative("replay_max", self.replay_max)

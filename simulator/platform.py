@@ -194,6 +194,8 @@ class Platform:
         # questionnaires shown recently, decayed by questionnaire.response_fatigue_decay per day
         self.recent_questionnaires = np.zeros(n_users)
         self.active_today = np.zeros(n_users, dtype=bool)
+        self.days_away = np.zeros(n_users, dtype=np.int64)   # days since the last active day (1 = yesterday)
+        self.p_return = np.zeros(n_users)                    # today's P(return), set by start_day
         self.day = start_day
         self._pending_t = np.empty(0)
         self._pending_u = np.empty(0, dtype=np.int64)
@@ -307,15 +309,41 @@ class Platform:
         self.day = day
         self.shown_today[:] = 0
         self.recent_questionnaires *= cfg.questionnaire.response_fatigue_decay
-        p_return = expit(b.return_bias + b.return_satisfaction * (self.recent_satisfaction - 0.5))
-        self.active_today = rng.random(n) < p_return
-        sessions = rng.poisson(self.world.users.activity)
+        self.days_away = np.where(self.active_today, 1, self.days_away + 1)
+        if b.away_satisfaction_drift:      # the state of yesterday's absent users fades toward 0.5
+            away = ~self.active_today
+            self.recent_satisfaction[away] += b.away_satisfaction_drift * (0.5 - self.recent_satisfaction[away])
+        self.p_return = self.return_probability()
+        self.active_today = rng.random(n) < self.p_return
+        sessions = rng.poisson(self.mean_sessions())
         sessions = np.where(self.active_today, np.maximum(sessions, 1), 0)
         users = np.repeat(np.arange(n), sessions)
         hour = rng.choice(24, size=len(users), p=self._hour_p)
         t = day * DAY_S + (hour + rng.random(len(users))) * 3600.0
         order = np.argsort(t, kind="stable")
         self._pending_t, self._pending_u, self._pending_i = t[order], users[order], 0
+
+    def return_probability(self) -> np.ndarray:
+        """P(each user comes back today): the logistic of the return logit, a discrete-time hazard of
+        the return point process. It rises with recent satisfaction (``behaviour.return_satisfaction``)
+        and, if set, with the user's activity (``return_activity``) and falls with the days since the
+        last active day (``return_days_away`` < 0), so gaps are not geometric: the longer a user has
+        been away, the less likely they come back the next day."""
+        b, users = self.config.behaviour, self.world.users
+        logit_ = b.return_bias + b.return_satisfaction * (self.recent_satisfaction - 0.5)
+        if b.return_activity:
+            logit_ = logit_ + b.return_activity * np.log(users.activity / self.config.users.activity_mean)
+        if b.return_days_away:
+            logit_ = logit_ + b.return_days_away * np.log(self.days_away)
+        return expit(logit_)
+
+    def mean_sessions(self) -> np.ndarray:
+        """Each user's mean sessions if active today (Poisson, at least one is drawn): the user's
+        activity, scaled by exp(``behaviour.session_satisfaction`` * (recent satisfaction - 0.5))."""
+        b, activity = self.config.behaviour, self.world.users.activity
+        if not b.session_satisfaction:
+            return activity
+        return activity * np.exp(b.session_satisfaction * (self.recent_satisfaction - 0.5))
 
     def finish_day(self, day: int) -> None:
         self.log.flush_day(day)
