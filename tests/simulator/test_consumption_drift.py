@@ -5,9 +5,9 @@ the knob at 0 nothing is drawn and nothing moves (the default world's log hashes
 ``tests/simulator/test_replays.py::test_default_logs_are_those_before_the_new_knobs``)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from experiments.simulate import serving_policy
-from simulator.config import ConfigError, SimConfig, with_overrides
+from satbed.cli import build_parser, config_from_args
+from simulator.config import ConfigError, SimConfig, UserConfig, with_overrides
 from simulator.feed_sessions import FeedSessions, warm_start
 from simulator.logs import read_impressions
 from simulator.platform import consumption_pull
@@ -168,8 +169,11 @@ def test_the_drift_is_deterministic_and_changes_the_logs(runs):
     assert _hash(logs) == _hash(runs[RATE][2]) != _hash(runs[0.0][2])
 
 
-def test_off_by_default():
+def test_off_by_default_and_a_documented_option():
     assert SimConfig().users.consumption_drift == 0.0
+    assert {f.name: f for f in dataclasses.fields(UserConfig)}["consumption_drift"].metadata["doc"]
+    args = build_parser().parse_args(["simulate", "--users.consumption_drift", "0.2"])
+    assert config_from_args(args).users.consumption_drift == 0.2
 
 
 # ----------------------------------------------------------------------------- bad values
@@ -182,7 +186,7 @@ def test_off_by_default():
 ])
 def test_bad_values_name_the_field(value, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
-        replace(SimConfig().users, consumption_drift=value)
+        dataclasses.replace(SimConfig().users, consumption_drift=value)
 
 
 @pytest.mark.parametrize(("value", "fragment"), [
