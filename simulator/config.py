@@ -104,6 +104,11 @@ class UserConfig:
     session_fatigue_carry: float = doc_field(0.3, "share of category fatigue carried into a new session")
     interest_drift: float = doc_field(0.0, "per-session random-walk step of the sub-interest vectors (noise norm, then "
                                     "renormalised; 0 = fixed interests, ~0.3 = drift within days)")
+    consumption_drift: float = doc_field(0.0, "after each page, the active sub-interest vector v moves toward the mean "
+                                         "topic m of the n items the user reached and was satisfied with: v <- "
+                                         "unit((1 - r)^n v + (1 - (1 - r)^n) m) with r = consumption_drift, a step "
+                                         "closing r of the gap per satisfying item (0 = off; a filter bubble the "
+                                         "recommender can cause)")
     issue_sensitivity_shape: float = doc_field(2.0, "Gamma shape of issue sensitivity across users (low = heterogeneous)")
     activity_shape: float = doc_field(2.0, "Gamma shape of mean sessions per active day across users (low = heterogeneous)")
     patience_user_sigma: float = doc_field(0.5, "log-normal sigma of the users' median session budgets across users")
@@ -125,6 +130,7 @@ class UserConfig:
                      "patience_user_sigma"):
             check_nonnegative(name, getattr(self, name))
         check_probability("fatigue_decay", self.fatigue_decay)
+        check_probability("consumption_drift", self.consumption_drift)
         check_probability("session_fatigue_carry", self.session_fatigue_carry)
         if not (isinstance(self.diurnal, tuple) and len(self.diurnal) == 24
                 and all(is_finite_number(v) and v >= 0 for v in self.diurnal)

@@ -222,7 +222,8 @@ class FeedSessions:
         """A new platform in the warm-start state, its random streams drawn from ``seed``."""
         s = self.start
         world = s.world
-        if self.config.users.interest_drift > 0:     # drift moves interests in place: use a copy
+        # interest and consumption drift move interests in place: each platform gets the warm start's copy
+        if self.config.users.interest_drift > 0 or self.config.users.consumption_drift > 0:
             users = dataclasses.replace(s.world.users, interests=s.interests.copy())
             world = World(s.world.config, s.world.catalog, users)
         arrivals, streams = seed.spawn(2)

@@ -38,9 +38,9 @@ from simulator.schema import NEGATIVE_FEEDBACK, POSITIVE_FEEDBACK, RankBatch
 from simulator.world import BEHAVIOUR_DRAWS, World
 
 DAY_S = 86400.0
-# The world's knobs (diurnal profile, fatigue decay and carry, the satisfaction EMA, interest drift) are
-# config fields: users.diurnal, users.fatigue_decay, users.session_fatigue_carry, behaviour.satisfaction_ema,
-# users.interest_drift.
+# The world's knobs (diurnal profile, fatigue decay and carry, the satisfaction EMA, interest drift, consumption
+# drift) are config fields: users.diurnal, users.fatigue_decay, users.session_fatigue_carry,
+# behaviour.satisfaction_ema, users.interest_drift, users.consumption_drift.
 DRIFT_STREAM_KEY = 0x6472696674   # spawn-key suffix of the interest-drift stream (far from real spawn indices)
 
 
@@ -95,6 +95,30 @@ def rank_page(scores: np.ndarray, k: int, temperature: float | None,
     top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
     return top, conditional_propensities(logits, top)
+
+
+def consumption_pull(interest: np.ndarray, topics: np.ndarray, satisfied: np.ndarray, rate: float) -> np.ndarray:
+    """Consumption drift (``users.consumption_drift``): sub-interests pulled toward satisfying content.
+
+    With n satisfying items on the page and m the mean of their topics, the interest closes a share
+    ``rate`` of its gap to m per item, then is renormalised: ``unit((1 - rate)^n v + (1 - (1 - rate)^n) m)``
+    (n convex steps toward m, one per item). A row with n = 0 keeps v; so does a row whose
+    combination is the zero vector (opposite topics at ``rate`` = 1), having no direction to take.
+
+    Args:
+        interest: (B, d) unit sub-interest vectors v.
+        topics: (B, k, d) topic vectors of the page's items.
+        satisfied: (B, k) bool, the items the user reached and was satisfied with.
+        rate: share of the gap closed per satisfying item, in [0, 1].
+    Returns:
+        (B, d) the moved unit vectors (float64).
+    """
+    n = satisfied.sum(axis=1)                                              # (B,)
+    mean = np.einsum("bk,bkd->bd", satisfied.astype(np.float64), topics) / np.maximum(n, 1)[:, None]
+    keep = (1.0 - rate) ** n                                               # (B,)
+    moved = keep[:, None] * interest + (1.0 - keep)[:, None] * mean        # (B, d)
+    norm = np.linalg.norm(moved, axis=1, keepdims=True)
+    return np.where((n[:, None] > 0) & (norm > 1e-12), moved / np.maximum(norm, 1e-12), interest)
 
 
 @dataclass(frozen=True)
@@ -553,7 +577,9 @@ class Platform:
             engagement=self._engagement(t.beh, t.ii, t.users, t.j), recent=recent, u=draws.respond)
 
     def _update_state(self, t: _Tick, now: float) -> None:
-        """Session time and items, questionnaires today and recently, fatigue, recent satisfaction, next request."""
+        """Session time and items, questionnaires today and recently, fatigue, recent satisfaction, next
+        request, and (``users.consumption_drift`` > 0) the active sub-interest pulled toward the page's
+        satisfying items (:func:`consumption_pull`, in place like ``drift_interests``; no draw)."""
         users, served, (b, k) = t.users, t.served, t.pages.shape
         decay_rate, bc = self.config.users.fatigue_decay, self.config.behaviour
         t.page_time = page_time = np.where(served, t.spent, 0.0).sum(axis=1)
@@ -571,6 +597,14 @@ class Platform:
         self.recent_satisfaction[users] += bc.satisfaction_ema * (page_sat - self.recent_satisfaction[users])
         self.next_due[users] = np.where(t.ended, np.inf, now + page_time + self.config.platform.page_gap_s)
         self.in_session[users[t.ended]] = False
+        rate = self.config.users.consumption_drift
+        if rate > 0:              # users are distinct within a tick: one write per (user, active sub-interest)
+            liked = served & t.satisfied                                       # (B, k)
+            pulled = liked.any(axis=1)
+            who, active = users[pulled], self.active[users[pulled]]
+            interests = self.world.users.interests                            # (U, K, d)
+            interests[who, active] = consumption_pull(interests[who, active], self.world.catalog.topic[t.pages[pulled]],
+                                                      liked[pulled], rate)
 
     def _record(self, ranked: Sequence[RankedPages], t: _Tick, now: float) -> None:
         """Observable events into the feature store; everything, oracle columns included, into the logs."""
