@@ -67,7 +67,7 @@ class Catalog:
 @dataclass(frozen=True)
 class Population:
     """Users: hidden traits, each an array over users."""
-    interests: np.ndarray     # (U, K, d) unit sub-interest vectors (drift in place if users.interest_drift > 0)
+    interests: np.ndarray     # (U, K, d) unit sub-interest vectors (move in place with users.interest_drift or consumption_drift)
     weights: np.ndarray       # (U, K) sub-interest weights, rows sum to 1
     willingness: np.ndarray   # (U,) base P(answer a questionnaire)
     random_responder: np.ndarray  # (U,) bool
