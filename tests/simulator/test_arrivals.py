@@ -15,6 +15,7 @@ from simulator.features import FeatureStore, ItemAttributes
 from simulator.feed_sessions import FeedSessions, warm_start
 from simulator.logs import read_run
 from simulator.recall import Recall
+from simulator.scenarios import scale_model
 from simulator.simulate import run_simulation
 from simulator.world import World
 
@@ -75,6 +76,13 @@ def test_present_admits_no_user_before_joining_and_every_joiner_on_the_day():
     for day in range(3):
         assert np.array_equal(world.users.present(everyone, day), join <= day)
         assert np.array_equal(world.users.present(~everyone, day), (join == day) & (day > 0))
+
+
+def test_a_scale_model_divides_the_arrivals_per_day():
+    full = with_overrides(SimConfig(), {"users.new_users_per_day": 300.0, "catalog.new_items_per_day": 90.0})
+    small = scale_model(full, 20)
+    assert small.users.new_users_per_day == 15.0 and small.catalog.new_items_per_day == 4.5
+    assert scale_model(SimConfig(), 20).users.new_users_per_day == 0.0
 
 
 # ----------------------------------------------------------------------------- recall
