@@ -59,6 +59,10 @@ class CatalogConfig:
     author_zipf: float = doc_field(1.1, "Zipf exponent of items per author (higher = a few prolific authors)")
     author_quality_share: float = doc_field(0.25, "share of the variance of hidden quality that comes from the author "
                                            "(the rest is the item's own; quality is then standardised)")
+    new_items_per_day: float = doc_field(0.0, "items released after day 0: Poisson(new_items_per_day) of the n_items "
+                                         "get each of days 1 .. platform.days - 1 as their release_day (item "
+                                         "table); recall and popularity never see an item before it; 0 = every "
+                                         "item there from day 0")
 
     def __post_init__(self) -> None:
         for name in ("n_items", "n_l1", "n_l2", "n_l3", "topic_dim", "n_authors"):
@@ -78,6 +82,7 @@ class CatalogConfig:
         check_nonnegative("leaf_zipf", self.leaf_zipf)
         check_nonnegative("author_zipf", self.author_zipf)
         check_probability("author_quality_share", self.author_quality_share)
+        check_nonnegative("new_items_per_day", self.new_items_per_day)
 
     @property
     def n_leaves(self) -> int:
@@ -118,6 +123,10 @@ class UserConfig:
         (3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 6.0, 6.0, 6.0, 7.0, 9.0, 8.0, 6.0, 6.0, 6.0, 7.0, 9.0, 11.0, 12.0,
          12.0, 9.0, 5.0),
         "relative session-start intensity for each of the 24 hours of the day (evening peak, night trough)")
+    new_users_per_day: float = doc_field(0.0, "users who join after day 0: Poisson(new_users_per_day) of the n_users "
+                                         "get each of days 1 .. platform.days - 1 as their join_day (user table); "
+                                         "no session before it, at least one on it; 0 = every user there from "
+                                         "day 0")
 
     def __post_init__(self) -> None:
         check_int_at_least("n_users", self.n_users, 1)
@@ -140,6 +149,7 @@ class UserConfig:
         check_probability("interest_switch_prob", self.interest_switch_prob)
         check_probability("random_responder_share", self.random_responder_share)
         check_interval("willingness_mean", self.willingness_mean, 0, 1, open_left=True, open_right=True)
+        check_nonnegative("new_users_per_day", self.new_users_per_day)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +337,23 @@ class SimConfig:
                 f"catalog.duration_min_s={self.catalog.duration_min_s} must be > "
                 f"behaviour.skip_threshold_s={self.behaviour.skip_threshold_s} (a shorter video "
                 "could only ever be a skip)")
+        self._check_arrivals()
+
+    def _check_arrivals(self) -> None:
+        """The expected arrivals over days 1 .. platform.days - 1 fit the population and the catalog
+        (recall needs platform.n_candidates items from day 0)."""
+        later = self.platform.days - 1
+        users, items = self.users.new_users_per_day * later, self.catalog.new_items_per_day * later
+        if users > self.users.n_users:
+            raise ConfigError(
+                f"users.new_users_per_day={self.users.new_users_per_day} over platform.days - 1 = {later} days "
+                f"is {users:g} new users, more than users.n_users={self.users.n_users}")
+        room = self.catalog.n_items - self.platform.n_candidates
+        if self.catalog.new_items_per_day and items > room:
+            raise ConfigError(
+                f"catalog.new_items_per_day={self.catalog.new_items_per_day} over platform.days - 1 = {later} days "
+                f"is {items:g} new items, more than catalog.n_items - platform.n_candidates = {room} (recall "
+                "needs n_candidates items from day 0)")
 
 
 # ----------------------------------------------------------------------------- (de)serialisation

@@ -26,6 +26,7 @@ class ItemAttributes:
     leaf: np.ndarray
     author: np.ndarray
     duration: np.ndarray
+    release_day: np.ndarray | None = None   # first day each item can be served; None: every item from day 0
 
     @property
     def n_items(self) -> int:
@@ -126,7 +127,9 @@ class FeatureStore:
         self.item_recent_clicks = np.zeros(n, dtype=np.float64)  # decayed daily
         self.popularity_decay = popularity_decay
         self.leaf_click_decay = leaf_click_decay
-        self._popular_cache: tuple[int, np.ndarray] | None = None
+        self._popular_cache: tuple[int, int, np.ndarray] | None = None   # (tick, k asked, pool)
+        self.released: np.ndarray | None = None       # (N,) bool items out by the current day (start_day); None: all
+        self.released_ids: np.ndarray | None = None   # their ids, ascending
         self.version = 0   # bumps on every record
         self.tick = 0      # bumps once per serving round (see begin_tick)
 
@@ -145,15 +148,16 @@ class FeatureStore:
 
     def popular(self, k: int) -> np.ndarray:
         """The ``k`` items with the most recent (decayed) effective views, most popular first."""
-        if self._popular_cache is not None and self._popular_cache[0] == self.tick \
-                and len(self._popular_cache[1]) == k:
-            return self._popular_cache[1]
-        k = min(k, len(self.item_recent_clicks))
+        if self._popular_cache is not None and self._popular_cache[:2] == (self.tick, k):
+            return self._popular_cache[2]
+        asked, k = k, min(k, len(self.item_recent_clicks) if self.released is None else len(self.released_ids))
         # ties broken by item id, so the pool is deterministic
         key = self.item_recent_clicks - np.arange(len(self.item_recent_clicks)) * 1e-9
+        if self.released is not None:               # items not released yet rank last, past k
+            key = np.where(self.released, key, -np.inf)
         top = np.argpartition(-key, k - 1)[:k]
         top = top[np.argsort(-key[top], kind="stable")]
-        self._popular_cache = (self.tick, top)
+        self._popular_cache = (self.tick, asked, top)
         return top
 
     def record(self, users: np.ndarray, items: np.ndarray, *, effective_view: np.ndarray,
@@ -218,6 +222,16 @@ class FeatureStore:
         h["mixed"].record_pages(users, pages, ev | sk, ev.view(np.int8))
         h["satisfied"].record_pages(users, pages, sat)
         h["dissatisfied"].record_pages(users, pages, dis)
+
+    def start_day(self, day: int) -> None:
+        """Release the items whose release day has come (``catalog.new_items_per_day``): from now
+        on :meth:`popular` ranks only items out by ``day``, and recall draws only from
+        ``released_ids``. Without release days nothing changes."""
+        if self.items.release_day is None:
+            return
+        self.released = self.items.release_day <= day
+        self.released_ids = np.flatnonzero(self.released)
+        self._popular_cache = None
 
     def end_day(self, active_users: np.ndarray) -> None:
         """Decay the recency-weighted counters at the end of a simulated day."""

@@ -236,9 +236,18 @@ class FeedSessions:
         self.platform, self.now = p, s.day * DAY_S
         self.users[:], self.is_open[:], self.pages[:] = -1, False, 0
 
+    def joined_users(self) -> np.ndarray:
+        """Ids of the users who have joined by the platform's day (all of them without
+        ``users.new_users_per_day``): the users a session may be opened for."""
+        return np.flatnonzero(self.start.world.users.joined(self.platform.day))
+
     def open(self, slots: np.ndarray, users: np.ndarray) -> None:
-        """Start a session for each of ``users`` (distinct, in no open slot) in ``slots``."""
+        """Start a session for each of ``users`` (distinct, in no open slot, joined) in ``slots``."""
         users = np.asarray(users, dtype=np.int64)
+        early = users[~self.start.world.users.joined(self.platform.day)[users]]
+        if early.size:
+            raise ValueError(f"user(s) {early.tolist()} join after day {self.platform.day} (the user table's "
+                             "join_day): no session before it")
         self.close(slots)
         self.platform.open_sessions(users, self.now)
         self.platform.active_today[users] = True

@@ -151,7 +151,10 @@ class FeedEnv(_FeedBase, gym.Env):
         self._restart(seed)
         user = (options or {}).get("user_id")
         n_users = self.config.users.n_users
-        user = int(self.np_random.integers(n_users)) if user is None else int(user)
+        if user is None:                 # a user who has joined by today (users.new_users_per_day)
+            joined = self.sessions.joined_users()
+            user = int(joined[self.np_random.integers(len(joined))])
+        user = int(user)
         if not 0 <= user < n_users:
             raise ValueError(f"options['user_id']={user} must be in [0, {n_users})")
         self.sessions.open(self.SLOT, [user])
@@ -221,7 +224,11 @@ class FeedVectorEnv(_FeedBase, VectorEnv):
         return self.sessions.batch(self._all)
 
     def _draw_users(self, m: int, *, exclude: np.ndarray) -> np.ndarray:
-        free = np.setdiff1d(np.arange(self.config.users.n_users), exclude)
+        """``m`` distinct users, none of ``exclude``, who have joined by today."""
+        free = np.setdiff1d(self.sessions.joined_users(), exclude)
+        if len(free) < m:
+            raise ValueError(f"{m} session(s) to open but only {len(free)} joined user(s) free on day "
+                             f"{self.sessions.platform.day} (users.new_users_per_day: fewer users so far)")
         return self.np_random.choice(free, size=m, replace=False)
 
 

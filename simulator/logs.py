@@ -299,7 +299,8 @@ def read_candidates(run_dir: str | Path, *, days: Sequence[int] | None = None,
 
 
 def write_frame(frame: pd.DataFrame, path: str | Path, columns: tuple[Column, ...]) -> None:
-    """Write an item or user table with its schema, atomically."""
+    """Write an item or user table with its schema, atomically (an optional column only if ``frame`` has it)."""
+    columns = tuple(c for c in columns if not (c.optional and c.name not in frame.columns))
     schema = pa.schema([pa.field(c.name, c.type) for c in columns])
     write_parquet(pa.Table.from_pandas(frame[[c.name for c in columns]], schema=schema,
                                        preserve_index=False), path)

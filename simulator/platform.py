@@ -189,7 +189,7 @@ class Platform:
         self.on_day_end = on_day_end
         cat = world.catalog
         self.features = features or FeatureStore(
-            n_users, ItemAttributes(cat.l1, cat.l2, cat.leaf, cat.author, cat.duration),
+            n_users, ItemAttributes(cat.l1, cat.l2, cat.leaf, cat.author, cat.duration, cat.release_day),
             n_leaves=cfg.catalog.n_leaves, history_length=cfg.platform.history_length,
             popularity_decay=cfg.platform.popularity_decay, leaf_click_decay=cfg.platform.leaf_click_decay)
         self.recall = Recall(cfg.platform, self.features)
@@ -326,7 +326,8 @@ class Platform:
 
     # ------------------------------------------------------------------ days and sessions
     def start_day(self, day: int) -> None:
-        """Draw who returns today and when their sessions start."""
+        """Draw who returns today and when their sessions start; release the day's new items and
+        admit its new users (``catalog.new_items_per_day``, ``users.new_users_per_day``)."""
         cfg, rng = self.config, self.arrival_rng
         n = self.world.users.n_users
         b = cfg.behaviour
@@ -339,6 +340,8 @@ class Platform:
             self.recent_satisfaction[away] += b.away_satisfaction_drift * (0.5 - self.recent_satisfaction[away])
         self.p_return = self.return_probability()
         self.active_today = rng.random(n) < self.p_return
+        self.active_today = self.world.users.present(self.active_today, day)     # none before joining
+        self.features.start_day(day)
         sessions = rng.poisson(self.mean_sessions())
         sessions = np.where(self.active_today, np.maximum(sessions, 1), 0)
         users = np.repeat(np.arange(n), sessions)

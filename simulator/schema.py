@@ -56,6 +56,8 @@ class Column:
     meaning: str
     unit: str = ""
     nullable: bool = False
+    optional: bool = False
+    """Written only when its world mechanism is on (a table without it is still valid)."""
 
     @property
     def oracle(self) -> bool:
@@ -141,16 +143,21 @@ ITEM_COLUMNS: tuple[Column, ...] = (
     Column("true_attractiveness", pa.float32(), "hidden attractiveness (drives watching)", "z-score"),
     *(Column(f"true_issue_{t}", pa.float32(), f"propensity of {t} content", "probability")
       for t in ISSUE_TYPES),
+    Column("release_day", pa.int16(), "first day the item can be recalled and served (0 = there from the start); "
+           "only when catalog.new_items_per_day > 0", "day", optional=True),
 )
 
 USER_COLUMNS: tuple[Column, ...] = (
     Column("user_id", pa.int32(), "user index"),
-    Column("tenure_days", pa.int32(), "days since sign-up (observable, correlates with activity)", "day"),
+    Column("tenure_days", pa.int32(), "days since sign-up on the user's first day in the run: day 0, or join_day "
+           "(0 for a user who joins later); observable, correlates with activity", "day"),
     Column("true_willingness", pa.float32(), "base probability of answering a questionnaire", "probability"),
     Column("true_random_responder", pa.bool_(), "answers questionnaires at random"),
     Column("true_issue_sensitivity", pa.float32(), "sensitivity to inappropriate content"),
     Column("true_activity", pa.float32(), "mean sessions per active day"),
     Column("true_patience_s", pa.float32(), "median session time budget", "s"),
+    Column("join_day", pa.int16(), "day the user joins the platform, the first with sessions (0 = there from the "
+           "start); only when users.new_users_per_day > 0", "day", optional=True),
 )
 
 CANDIDATE_COLUMNS: tuple[Column, ...] = (
@@ -202,11 +209,13 @@ def _same_type(actual: pa.DataType, expected: pa.DataType) -> bool:
 
 def validate_schema(schema: pa.Schema, columns: tuple[Column, ...], *, where: str,
                     require_oracle: bool = True) -> None:
-    """Raise :class:`SchemaError` naming every missing or mistyped column of ``schema``."""
+    """Raise :class:`SchemaError` naming every missing or mistyped column of ``schema`` (an
+    optional column may be missing)."""
     expected = [c for c in columns if require_oracle or not c.oracle]
-    missing = [c.name for c in expected if c.name not in schema.names]
+    missing = [c.name for c in expected if c.name not in schema.names and not c.optional]
     if missing:
         raise SchemaError(f"{where} is missing column(s) {', '.join(repr(m) for m in missing)}")
+    expected = [c for c in expected if c.name in schema.names]
     wrong = [f"{c.name!r} has type {schema.field(c.name).type}, expected {c.type}"
              for c in expected if not _same_type(schema.field(c.name).type, c.type)]
     if wrong:

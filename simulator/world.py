@@ -7,7 +7,7 @@ the oracle (``true_*``) columns.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -48,19 +48,23 @@ class Catalog:
     attractiveness: np.ndarray  # (N,) float32 (hidden)
     issue: np.ndarray         # (N, len(ISSUE_TYPES)) float32 propensities (hidden)
     leaf_centroids: np.ndarray  # (n_leaves, d) unit vectors (hidden)
+    release_day: np.ndarray | None = None  # (N,) int16 first day the item can be served; None: all from day 0
 
     @property
     def n_items(self) -> int:
         return len(self.l1)
 
     def table(self) -> pd.DataFrame:
-        """The item table (:data:`simulator.schema.ITEM_COLUMNS`), hidden traits as ``true_*``."""
+        """The item table (:data:`simulator.schema.ITEM_COLUMNS`), hidden traits as ``true_*``;
+        ``release_day`` only with releases (``catalog.new_items_per_day`` > 0)."""
         frame = pd.DataFrame({
             "item_id": np.arange(self.n_items, dtype=np.int32), "l1": self.l1, "l2": self.l2,
             "leaf": self.leaf, "author_id": self.author, "duration": self.duration,
             "true_quality": self.quality, "true_attractiveness": self.attractiveness})
         for j, t in enumerate(ISSUE_TYPES):
             frame[f"true_issue_{t}"] = self.issue[:, j]
+        if self.release_day is not None:
+            frame["release_day"] = self.release_day
         return frame
 
 
@@ -74,18 +78,37 @@ class Population:
     sensitivity: np.ndarray   # (U,) issue sensitivity
     activity: np.ndarray      # (U,) mean sessions per active day
     patience: np.ndarray      # (U,) median session budget, seconds
-    tenure_days: np.ndarray   # (U,) observable
+    tenure_days: np.ndarray   # (U,) observable account age on the user's first day (day 0, or join_day)
+    join_day: np.ndarray | None = None  # (U,) int16 first day the user can be active; None: all from day 0
 
     @property
     def n_users(self) -> int:
         return len(self.willingness)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame({
+        """The user table (:data:`simulator.schema.USER_COLUMNS`), hidden traits as ``true_*``;
+        ``join_day`` only with joins (``users.new_users_per_day`` > 0)."""
+        frame = pd.DataFrame({
             "user_id": np.arange(self.n_users, dtype=np.int32), "tenure_days": self.tenure_days,
             "true_willingness": self.willingness, "true_random_responder": self.random_responder,
             "true_issue_sensitivity": self.sensitivity, "true_activity": self.activity,
             "true_patience_s": self.patience})
+        if self.join_day is not None:
+            frame["join_day"] = self.join_day
+        return frame
+
+    def present(self, active: np.ndarray, day: int) -> np.ndarray:
+        """``active`` (U,) bool of a day's returning users, for the users there on ``day``: none
+        before their join day, and every user who joins on it (signing up is a visit)."""
+        if self.join_day is None:
+            return active
+        return (active & (self.join_day <= day)) | ((self.join_day == day) & (day > 0))
+
+    def joined(self, day: int) -> np.ndarray:
+        """(U,) bool: the users who have joined by ``day`` (every user without joins)."""
+        if self.join_day is None:
+            return np.ones(self.n_users, dtype=bool)
+        return self.join_day <= day
 
 
 @dataclass(frozen=True)
@@ -140,6 +163,7 @@ class World:
     def generate(cls, config: SimConfig, rng: np.random.Generator) -> World:
         catalog = _generate_catalog(config, rng)
         users = _generate_users(config, catalog, rng)
+        catalog, users = _with_arrivals(config, catalog, users, rng)
         return cls(config, catalog, users)
 
     # ------------------------------------------------------------------ ground truth
@@ -308,3 +332,39 @@ def _generate_users(config: SimConfig, catalog: Catalog, rng: np.random.Generato
     return Population(interests=interests.astype(np.float32), weights=weights, willingness=willingness,
                       random_responder=random_responder, sensitivity=sensitivity, activity=activity,
                       patience=patience, tenure_days=tenure)
+
+
+def _with_arrivals(config: SimConfig, catalog: Catalog, users: Population,
+                   rng: np.random.Generator) -> tuple[Catalog, Population]:
+    """Release days of new items and join days of new users (``catalog.new_items_per_day``,
+    ``users.new_users_per_day``), drawn after everything else and only when a knob is on, so the
+    world without arrivals is the same draw for draw. Each knob has its own child stream: turning
+    one on leaves the other's days alone. A new user's tenure is 0: ``tenure_days`` is the account
+    age on the user's first day (day 0, or the join day)."""
+    c, u, days = config.catalog, config.users, config.platform.days
+    if not (c.new_items_per_day or u.new_users_per_day):
+        return catalog, users
+    item_rng, user_rng = rng.spawn(2)
+    if c.new_items_per_day:
+        release = arrival_days(catalog.n_items, c.new_items_per_day, days,
+                               catalog.n_items - config.platform.n_candidates, item_rng)
+        catalog = replace(catalog, release_day=release)
+    if u.new_users_per_day:
+        join = arrival_days(users.n_users, u.new_users_per_day, days, users.n_users, user_rng)
+        users = replace(users, join_day=join, tenure_days=np.where(join > 0, 0, users.tenure_days).astype(np.int32))
+    return catalog, users
+
+
+def arrival_days(n: int, rate: float, days: int, most: int, rng: np.random.Generator) -> np.ndarray:
+    """First day of each of ``n`` users or items: Poisson(``rate``) arrivals on each of days
+    1 .. ``days`` - 1, at most ``most`` in all (the latest dropped if the draws exceed it), given
+    to a uniformly random subset; the rest are there from day 0.
+
+    Returns:
+        (n,) int16 days in [0, days).
+    """
+    counts = rng.poisson(rate, days - 1)                           # (days - 1,) arrivals on days 1 ..
+    arrivals = np.repeat(np.arange(1, days, dtype=np.int16), counts)[:most]
+    out = np.zeros(n, dtype=np.int16)
+    out[rng.permutation(n)[:len(arrivals)]] = arrivals
+    return out

@@ -219,13 +219,16 @@ def sized_scenario(name: str, like: SimConfig, overrides: Mapping[str, Any] | No
 # ----------------------------------------------------------------------------- scale models
 EXTENSIVE = ("users.n_users", "catalog.n_items", "catalog.n_authors", "platform.popular_pool")
 """The sizes a scale model divides; every rate (per user, per item, per day) stays as it is."""
+ARRIVALS_PER_DAY = ("users.new_users_per_day", "catalog.new_items_per_day")
+"""Counts per day a scale model divides too (unrounded), so the shares of new users and items stay."""
 
 
 def scale_model(config: SimConfig, factor: float) -> SimConfig:
     """The same world at ``1 / factor`` of its size, over the same days.
 
     Users, items, authors and the popular pool are divided by ``factor`` (rounded, at least 1; the
-    catalog keeps at least ``platform.n_candidates`` items), so each item gets about as many
+    catalog keeps at least ``platform.n_candidates`` items), and so are the arrivals of new users
+    and items per day (:data:`ARRIVALS_PER_DAY`), so each item gets about as many
     impressions a day as at full size and the production ranker learns from as much data per item.
     Dividing the users alone would not do: with fewer impressions per item, its popularity and
     like-rate estimates are noisier, users are served worse, and every per-user figure moves (by
@@ -238,6 +241,9 @@ def scale_model(config: SimConfig, factor: float) -> SimConfig:
     for dotted in EXTENSIVE:
         section, name = dotted.split(".")
         sizes[dotted] = max(1, round(getattr(getattr(config, section), name) / factor))
+    for dotted in ARRIVALS_PER_DAY:
+        section, name = dotted.split(".")
+        sizes[dotted] = getattr(getattr(config, section), name) / factor
     sizes["catalog.n_items"] = max(sizes["catalog.n_items"], config.platform.n_candidates)
     return with_overrides(config, sizes)
 
