@@ -45,9 +45,9 @@ class CatalogConfig:
     l3_spread: float = doc_field(0.5, "spread of leaf centroids around their parent")
     item_noise: float = doc_field(0.35, "spread of item topics around their leaf centroid")
     n_authors: int = doc_field(800, "number of authors (items per author are Zipf-distributed)")
-    duration_median_s: float = doc_field(25.0, "median video duration in seconds")
+    duration_median_s: float = doc_field(11.1, "median video duration in seconds")
     duration_sigma: float = doc_field(0.9, "log-normal sigma of durations (heavy tail)")
-    duration_min_s: float = doc_field(5.0, "shortest duration in seconds")
+    duration_min_s: float = doc_field(4.0, "shortest duration in seconds")
     duration_max_s: float = doc_field(600.0, "longest duration in seconds")
     clickbait_corr: float = doc_field(0.3, "correlation of attractiveness with quality (low = much clickbait)")
     issue_item_share: float = doc_field(0.02, "share of items with an elevated propensity, per issue type")
@@ -102,7 +102,7 @@ class UserConfig:
     random_responder_share: float = doc_field(0.05, "share of users who answer questionnaires at random")
     issue_sensitivity_mean: float = doc_field(1.0, "mean sensitivity to inappropriate content (Gamma)")
     activity_mean: float = doc_field(1.6, "mean sessions per active day")
-    patience_median_s: float = doc_field(800.0, "median session time budget in seconds")
+    patience_median_s: float = doc_field(620.0, "median session time budget in seconds")
     patience_sigma: float = doc_field(0.6, "log-normal sigma of the per-session time budget")
     fatigue_rate: float = doc_field(0.25, "satisfaction penalty per recent item of the same level-2 category (decayed)")
     fatigue_decay: float = doc_field(0.8, "category fatigue decay per item watched (share kept)")
@@ -116,7 +116,7 @@ class UserConfig:
                                          "recommender can cause)")
     issue_sensitivity_shape: float = doc_field(2.0, "Gamma shape of issue sensitivity across users (low = heterogeneous)")
     activity_shape: float = doc_field(2.0, "Gamma shape of mean sessions per active day across users (low = heterogeneous)")
-    patience_user_sigma: float = doc_field(0.5, "log-normal sigma of the users' median session budgets across users")
+    patience_user_sigma: float = doc_field(1.0, "log-normal sigma of the users' median session budgets across users")
     tenure_scale_days: float = doc_field(200.0, "scale of the observable account age in days (exponential, times "
                                          "0.5 + activity / activity_mean: active users are older)")
     diurnal: tuple[float, ...] = doc_field(
@@ -159,45 +159,45 @@ class BehaviourConfig:
     sat_bias: float = doc_field(-1.1, "intercept of the satisfaction logit")
     sat_interest: float = doc_field(3.0, "weight of interest match in the satisfaction logit")
     sat_quality: float = doc_field(1.0, "weight of hidden quality in the satisfaction logit")
-    engage_bias: float = doc_field(0.3, "intercept of the engagement logit (drives skip and watch fraction)")
+    engage_bias: float = doc_field(-2.72, "intercept of the engagement logit (drives skip and watch fraction)")
     engage_interest: float = doc_field(2.5, "weight of interest match in the engagement logit")
     engage_attractiveness: float = doc_field(1.0, "weight of attractiveness in the engagement logit")
     engage_quality: float = doc_field(0.2, "weight of quality in the engagement logit")
-    skip_bias: float = doc_field(0.0, "intercept of the skip logit")
+    skip_bias: float = doc_field(-3.1, "intercept of the skip logit")
     skip_engage: float = doc_field(1.0, "how much engagement lowers the skip logit")
-    watch_scale: float = doc_field(0.8, "logistic scale of the watch fraction (higher = more spread)")
-    replay_max: float = doc_field(0.0, "replays: the watched share of a view's part after the skip threshold is "
+    watch_scale: float = doc_field(0.6, "logistic scale of the watch fraction (higher = more spread)")
+    replay_max: float = doc_field(3.0, "replays: the watched share of a view's part after the skip threshold is "
                                   "(1 + replay_max) times its logistic draw, so a watch ratio can exceed 1 "
                                   "(up to about 1 + replay_max); 0 = no replays, ratios below 1")
     engage_log_duration: float = doc_field(0.0, "weight of log(duration / catalog.duration_median_s) in the "
                                            "engagement logit (negative: long videos are skipped more and watched "
                                            "to a smaller fraction; 0 = watch time grows almost linearly with "
                                            "duration)")
-    like_bias: float = doc_field(-4.5, "intercept of the like logit")
+    like_bias: float = doc_field(-5.07, "intercept of the like logit")
     positive_satisfied: float = doc_field(2.0, "like/share/comment/follow logit increase when satisfied")
-    share_bias: float = doc_field(-6.0, "intercept of the share logit")
-    comment_bias: float = doc_field(-5.5, "intercept of the comment logit")
-    follow_bias: float = doc_field(-6.5, "intercept of the follow logit")
-    dislike_bias: float = doc_field(-7.5, "intercept of the dislike logit")
+    share_bias: float = doc_field(-8.08, "intercept of the share logit")
+    comment_bias: float = doc_field(-7.12, "intercept of the comment logit")
+    follow_bias: float = doc_field(-7.98, "intercept of the follow logit")
+    dislike_bias: float = doc_field(-9.89, "intercept of the dislike logit")
     dislike_dissatisfied: float = doc_field(2.0, "dislike logit increase when dissatisfied")
-    report_bias: float = doc_field(-9.0, "intercept of the report logit")
+    report_bias: float = doc_field(-11.39, "intercept of the report logit")
     issue_feedback: float = doc_field(3.5, "dislike and report logit increase when an issue is perceived")
     issue_scale: float = doc_field(1.0, "how strongly issue propensity times sensitivity becomes a perceived issue")
     quit_bias: float = doc_field(-4.5, "intercept of the per-item session-quit logit")
     quit_dissatisfied: float = doc_field(1.0, "quit logit increase after a dissatisfying item")
     quit_fatigue: float = doc_field(0.3, "quit logit increase per unit of category fatigue")
-    return_bias: float = doc_field(1.2, "intercept of the return logit: P(a user comes back on a given day) is "
+    return_bias: float = doc_field(0.12, "intercept of the return logit: P(a user comes back on a given day) is "
                                    "the logistic of the return logit, drawn once a day")
     return_satisfaction: float = doc_field(4.0, "return logit increase per unit of recent satisfaction above 0.5")
-    return_activity: float = doc_field(0.0, "return logit increase per unit of log(activity / users.activity_mean): "
+    return_activity: float = doc_field(1.0, "return logit increase per unit of log(activity / users.activity_mean): "
                                        "users with more sessions a day also come back more often (0 = no link)")
-    return_days_away: float = doc_field(0.0, "return logit change per unit of log(days since the last active day): "
+    return_days_away: float = doc_field(-1.0, "return logit change per unit of log(days since the last active day): "
                                         "negative = the longer away, the less likely back (a return-gap "
                                         "distribution with a longer tail than a daily coin; 0 = memoryless)")
-    away_satisfaction_drift: float = doc_field(0.0, "share of the way recent satisfaction moves back toward 0.5 "
+    away_satisfaction_drift: float = doc_field(0.1, "share of the way recent satisfaction moves back toward 0.5 "
                                                "on each day the user is away (the state left behind fades; "
                                                "0 = frozen while away)")
-    session_satisfaction: float = doc_field(0.0, "log-change of the mean sessions on an active day per unit of "
+    session_satisfaction: float = doc_field(1.0, "log-change of the mean sessions on an active day per unit of "
                                             "recent satisfaction above 0.5 (0 = sessions ignore satisfaction)")
     satisfaction_ema: float = doc_field(0.1, "weight of a page's mean satisfaction in the user's recent satisfaction "
                                       "(the return model's input)")
@@ -216,7 +216,7 @@ class BehaviourConfig:
 
 @dataclass(frozen=True, slots=True)
 class QuestionnaireConfig:
-    base_rate: float = doc_field(0.06, "P(show) for an eligible impression before targeting")
+    base_rate: float = doc_field(0.072, "P(show) for an eligible impression before targeting")
     after_effective_view_only: bool = doc_field(True, "show questionnaires only after an effective view")
     targeting: str = doc_field("none", "targeting rule: none, popular_items, fresh_items or active_users")
     target_boost: float = doc_field(3.0, "multiplier of base_rate for targeted items or users")

@@ -2,7 +2,7 @@
 toward the topics of the items the user was satisfied with. Checked against its closed form, on
 a run (interests follow what was consumed, and the oracle with them), and off by default: with
 the knob at 0 nothing is drawn and nothing moves (the default world's log hashes are pinned by
-``tests/simulator/test_replays.py::test_default_logs_are_those_before_the_new_knobs``)."""
+``tests/simulator/test_replays.py::test_default_logs_are_pinned_with_the_off_knobs_off``)."""
 from __future__ import annotations
 
 import dataclasses
