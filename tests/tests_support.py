@@ -54,3 +54,19 @@ def assert_means_calibrated(expected, outcome, *, bins: int = 10, name: str = ""
     mean, want, se = g["y"].mean(), g["e"].mean(), g["y"].std() / np.sqrt(g.size())
     bad = np.abs(mean - want) >= 4 * se + 0.05
     assert not bad.any(), f"{name}: bins {list(mean.index[bad])} mean {mean[bad].tolist()} vs {want[bad].tolist()}"
+
+
+def first_world(config: SimConfig) -> SimConfig:
+    """``config`` with the knobs of the first default world (scenario ``first_world``: denser explicit
+    feedback, 25 s videos, no replays, a daily return coin) wherever it still has today's default,
+    so a value the test set itself (a questionnaire rate, a session budget) stays.
+
+    The unit tests of mechanisms that need dense explicit feedback (hundreds of dislikes in a small
+    run) or views that end at the video's end were written for that world and run in it."""
+    from simulator.config import with_overrides
+    from simulator.scenarios import scenario_overrides
+    today = SimConfig()
+    dotted = {f"{section}.{name}": value for section, fields in scenario_overrides("first_world").items()
+              for name, value in fields.items()
+              if getattr(getattr(config, section), name) == getattr(getattr(today, section), name)}
+    return with_overrides(config, dotted)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from policy_support import TinyWorld, feature_store_from
 
-from tests_support import tiny
+from tests_support import first_world, tiny
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,7 @@ def tiny_world(tmp_path_factory) -> TinyWorld:
     from experiments.simulate import simulate
     from simulator.simulate import seed_streams
     from simulator.world import World
-    config = tiny(n_users=300, n_items=1500, days=2)
+    config = first_world(tiny(n_users=300, n_items=1500, days=2))
     out = tmp_path_factory.mktemp("policies_tiny") / "run"
     simulate(config, out, progress=False)
     logs = read_run(out)

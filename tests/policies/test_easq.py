@@ -25,7 +25,7 @@ from policies.encoders import EncoderConfig
 from policies.train import build_module
 from simulator.schema import LogData
 from studies.engine.offline import feature_store_from
-from tests_support import tiny
+from tests_support import first_world, tiny
 
 FAST = dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=2), satisfaction=dict(epochs=3),
             align=dict(epochs=2))
@@ -564,7 +564,7 @@ LEARN = dict(encoder=dict(d_model=16, max_len=20), train=dict(max_epochs=3), sat
 def _ab_config(**easq):
     from experiments.config import ABSettings, BucketConfig, ExperimentConfig
     return ExperimentConfig(
-        world=tiny(**LEARN_WORLD), ab=ABSettings(pre_days=1, days=3, learning="update", update_interval_s=7200.0),
+        world=first_world(tiny(**LEARN_WORLD)), ab=ABSettings(pre_days=1, days=3, learning="update", update_interval_s=7200.0),
         control="offline",
         buckets=(BucketConfig("easq", "easq", 0.5, dict(LEARN, **easq)),
                  BucketConfig("offline", "easq", 0.5, dict(LEARN, online=False))))

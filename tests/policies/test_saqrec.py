@@ -23,7 +23,7 @@ from policies.train import build_module
 from simulator.schema import LogData, RankBatch
 from estimators import auc
 from studies.engine.offline import evaluate, feature_store_from, make_task, simulate_logs
-from tests_support import tiny
+from tests_support import first_world, tiny
 
 FAST = dict(encoder=dict(d_model=16, n_layers=1, max_len=20, n_levels=3),
             train=dict(max_epochs=2, pretrain_epochs=1, eval_negatives=20), aux=dict(epochs=2))
@@ -513,7 +513,7 @@ SASREC_SMALL = dict(d_model=32, n_layers=1, max_len=30)
 
 @pytest.mark.slow
 def test_ips_satisfaction_model_is_closer_to_the_oracle_than_naive():
-    logs = simulate_logs(tiny(**TARGETED_WORLD))
+    logs = simulate_logs(first_world(tiny(**TARGETED_WORLD)))
     imp = logs.impressions
     clicks = imp["effective_view"].to_numpy(bool)
     answered = (imp["survey_submitted"] & (imp["survey_type"] == "satisfaction")).to_numpy(bool)
@@ -542,7 +542,7 @@ CLICKBAIT_WORLD = dict(n_users=1000, days=4, seed=0, catalog=dict(clickbait_corr
 
 @pytest.mark.slow
 def test_saqrec_beats_sasrec_offline_where_clickbait_is_strong():
-    logs = simulate_logs(tiny(**CLICKBAIT_WORLD))
+    logs = simulate_logs(first_world(tiny(**CLICKBAIT_WORLD)))
     tasks = {t: make_task(logs, seed=0, target=t) for t in ("effective_view", "satisfied")}
     train = tasks["effective_view"].train                           # the same split for both targets
     fitted = {name: make_policy(name, **params).fit(train, rng=np.random.default_rng(0))
@@ -571,7 +571,7 @@ DENSE_WORLD = dict(n_users=1000, days=3, seed=0, users=dict(random_responder_sha
 def test_served_satisfaction_head_is_trained_where_answers_are_dense():
     """Stage 3 must not hand back the stage-0 click model: the served satisfaction head is the
     one stage 3 trained, and on held-out clicks it ranks truly satisfying ones above the others."""
-    logs = simulate_logs(tiny(**DENSE_WORLD))
+    logs = simulate_logs(first_world(tiny(**DENSE_WORLD)))
     task = make_task(logs, seed=0)
     p = make_policy("saqrec", **SMALL).fit(task.train, rng=np.random.default_rng(0))
     assert p.diagnostics_["main_best_epoch"] >= 1 and not p.diagnostics_["constant_satisfaction"]

@@ -21,7 +21,7 @@ from policies.sine import (SINE, VARIANTS, EncoderParams, InterestParams, LossPa
                            tokens_of)
 from policies.train import build_module
 from simulator.schema import LogData, RankBatch
-from tests_support import tiny
+from tests_support import first_world, tiny
 
 FAST = dict(encoder=dict(d_model=16, n_layers=1, max_len=20), train=dict(max_epochs=2, eval_negatives=20))
 
@@ -466,7 +466,7 @@ SMALL_SINE = dict(encoder=dict(d_model=32, n_layers=1), train=dict(max_epochs=10
 @pytest.mark.slow
 def test_sine_beats_sasrec_and_sasrec_n_on_clicks_vs_skips():
     from studies.engine.offline import evaluate, make_task, simulate_logs
-    task = make_task(simulate_logs(tiny(**LEARN_WORLD)), seed=0)
+    task = make_task(simulate_logs(first_world(tiny(**LEARN_WORLD))), seed=0)
     imp = task.train.impressions
     assert imp["skip"].mean() > 0.3 and imp["effective_view"].mean() > 0.4          # informative skips
     res = {}

@@ -9,7 +9,7 @@ from policies import make_policy
 from policies.data import n_items_of, positive_keys, request_sequences, user_sequences
 from policies.sasrec import SASRec, SASRecN
 from simulator.schema import LogData, RankBatch
-from tests_support import tiny
+from tests_support import first_world, tiny
 
 FAST = dict(max_epochs=2, d_model=16, n_layers=1, max_len=20, eval_negatives=20)
 
@@ -214,7 +214,7 @@ def interest_logs(tmp_path_factory):
     from simulator.logs import read_run
     from experiments.simulate import simulate
     out = tmp_path_factory.mktemp("interest_world") / "run"
-    simulate(tiny(**INTEREST_WORLD), out, progress=False)
+    simulate(first_world(tiny(**INTEREST_WORLD)), out, progress=False)
     return read_run(out).observable()
 
 

@@ -311,8 +311,8 @@ LEARN = dict(weights=NO_ENGAGEMENT, distill=dict(pseudo_per_epoch=20_000))
 @pytest.fixture(scope="module")
 def learning():
     from studies.engine.offline import make_task, simulate_logs
-    from tests_support import tiny
-    config = tiny(**LEARNING_WORLD)
+    from tests_support import first_world, tiny
+    config = first_world(tiny(**LEARNING_WORLD))
     logs = simulate_logs(config)
     task = make_task(logs, test_days=1)
     fits = {name: make_policy("usm", **VARIANTS[name], **LEARN).fit(task.train, rng=np.random.default_rng(0))

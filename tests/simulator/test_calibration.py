@@ -21,10 +21,14 @@ from simulator.calibration.targets import (MISS_CAP, PUBLIC_TARGETS, Target, Tar
 from simulator.config import ConfigError, SimConfig, load_toml, with_overrides
 from simulator.scenarios import get_scenario
 from simulator.schema import LogData
+from tests_support import first_world
 
 FAST = with_overrides(SimConfig(), {"platform.tick_s": 900.0})
 """A world served in 15-minute rounds: five times faster to simulate than the default's minute, and as
 good a world to test a fit on."""
+FIRST_FAST = first_world(FAST)
+"""FAST with the first default world's denser explicit feedback: a one-day run of 1,500 users has
+hundreds of dislikes there (a few dozen in today's world, too few to identify their intercept)."""
 TINY = ["--set", "platform.tick_s=900", "--users", "150", "--days", "1", "--quiet"]
 
 
@@ -162,7 +166,7 @@ def test_compare_relative_and_absolute_rows():
     ("questionnaire.one_per_page", "unknown knob 'questionnaire.one_per_page'"),
     ("seed", "unknown knob 'seed'"),
     ("users.n_users", "is a size of the simulated world"),
-    ("behaviour.like_bias=-3:-1", "bounds must satisfy LOW < HIGH and contain the start -4.5"),
+    ("behaviour.like_bias=-3:-1", "bounds must satisfy LOW < HIGH and contain the start -5.07"),
     ("behaviour.like_bias=-8", "bounds must be LOW:HIGH"),
 ])
 def test_bad_knobs_are_errors_naming_them(spec, fragment):
@@ -172,7 +176,7 @@ def test_bad_knobs_are_errors_naming_them(spec, fragment):
 
 def test_knob_steps_bounds_and_integers():
     like, cap, skip = parse_knobs(["behaviour.like_bias=-8:-2", "questionnaire.per_user_daily_cap",
-                                   "behaviour.skip_bias"], SimConfig())
+                                   "behaviour.skip_bias"], first_world(SimConfig()))   # like -4.5, skip 0
     assert (like.start, like.step, like.bounds()) == (-4.5, 0.6, (pytest.approx(-35 / 6), pytest.approx(25 / 6)))
     assert cap.integer and cap.step == 1.0 and cap.value(0.6) == 4
     assert skip.step == 0.1 and skip.value(-2) == pytest.approx(-0.2)
@@ -206,21 +210,21 @@ def test_perturbed_knobs_are_recovered_from_their_own_figures():
     exact zero of the objective (common random numbers), so a fit from the defaults must find them: a
     figure that does not respond to its knob, an objective that is not deterministic, or an optimiser
     that stops early or wanders lands outside the tolerance. (Measured: within 0.001 and 0.025, in 13 settings.)"""
-    truth = {"behaviour.like_bias": FAST.behaviour.like_bias + 0.5, "behaviour.dislike_bias": FAST.behaviour.dislike_bias + 0.5}
+    truth = {"behaviour.like_bias": FIRST_FAST.behaviour.like_bias + 0.5, "behaviour.dislike_bias": FIRST_FAST.behaviour.dislike_bias + 0.5}
     names = ["like_rate", "negative_rate"]
-    world = with_overrides(calibration_world(FAST, users=1500, days=1), truth)
+    world = with_overrides(calibration_world(FIRST_FAST, users=1500, days=1), truth)
     figures = simulate_figures(world, serving_policy, [0], names)[0]
     targets = TargetTable("the perturbed world", tuple(Target(n, figures[n], 0.1, "truth") for n in names))
-    knobs = parse_knobs(list(truth), FAST)
+    knobs = parse_knobs(list(truth), FIRST_FAST)
     assert all(abs(k.start - truth[k.name]) > RECOVERY_TOLERANCE for k in knobs), "the fit has to move"
-    cal = calibrate(targets, knobs, base=FAST, make_policy=serving_policy, seeds=[0], report_seeds=[0],
+    cal = calibrate(targets, knobs, base=FIRST_FAST, make_policy=serving_policy, seeds=[0], report_seeds=[0],
                     budget=30, users=1500, days=1, progress=False)
     errors = {name: abs(cal.fitted[name] - value) for name, value in truth.items()}
     assert max(errors.values()) <= RECOVERY_TOLERANCE, errors
     assert cal.objective < cal.evaluations["objective"].iloc[0] / 50
     assert len(cal.evaluations) <= 30 and cal.table["within"].all()
     assert cal.config.behaviour.like_bias == cal.fitted["behaviour.like_bias"]
-    assert cal.config.users.n_users == FAST.users.n_users, "the fitted config is the full-size world"
+    assert cal.config.users.n_users == FIRST_FAST.users.n_users, "the fitted config is the full-size world"
 
 
 TARGET_WORLD = {"users": 500, "days": 14}

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from simulator.config import with_overrides
 from simulator.logs import read_impressions
 from experiments.simulate import simulate
-from tests_support import assert_calibrated, assert_means_calibrated, tiny
+from tests_support import assert_calibrated, assert_means_calibrated, first_world, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +59,9 @@ def test_response_bias_is_real_by_default(default_run):
 
 def _gap(tmp_path, name, **questionnaire_and_users):
     users = questionnaire_and_users.pop("users", {})
-    config = tiny(n_users=3000, days=3, seed=21, questionnaire={"base_rate": 1.0, "per_user_daily_cap": 40,
-                                                                  **questionnaire_and_users}, users=users)
+    config = first_world(tiny(n_users=3000, days=3, seed=21, users=users))
+    config = with_overrides(config, {f"questionnaire.{k}": v for k, v in
+                                     {"base_rate": 1.0, "per_user_daily_cap": 40, **questionnaire_and_users}.items()})
     simulate(config, tmp_path / name, progress=False)
     logs = read_impressions(tmp_path / name / "logs")
     sat = logs[logs["survey_shown"] & (logs["survey_type"] == "satisfaction")]

@@ -11,12 +11,12 @@ import pytest
 from scipy.special import expit, logit
 
 from experiments.simulate import simulate
-from simulator.config import ConfigError, QuestionnaireConfig
+from simulator.config import ConfigError, QuestionnaireConfig, with_overrides
 from simulator.feed_sessions import FeedSessions, warm_start
 from simulator.logs import read_run
 from simulator.platform import DAY_S
 from simulator.questionnaire import SAT, Engagement, submit_logit
-from tests_support import assert_calibrated, tiny
+from tests_support import assert_calibrated, first_world, tiny
 
 ASKED_OFTEN = dict(base_rate=0.3, per_user_daily_cap=20)
 
@@ -41,8 +41,9 @@ def _ended_sessions(imp: pd.DataFrame, cfg) -> pd.DataFrame:
 def asked_often(tmp_path_factory):
     """Many questionnaires, a 30% chance that one ends the session, willingness fatigue; budgets
     so long that only the quit hazard ends a session."""
-    cfg = tiny(n_users=300, n_items=1500, days=3, seed=2, users=dict(patience_median_s=1e7),
-               questionnaire=dict(**ASKED_OFTEN, quit_prob=0.3, response_fatigue=0.8, response_fatigue_decay=0.5))
+    cfg = first_world(tiny(n_users=300, n_items=1500, days=3, seed=2))          # hundreds of quits to count
+    cfg = with_overrides(cfg, {"users.patience_median_s": 1e7, **{f"questionnaire.{k}": v for k, v in dict(
+        **ASKED_OFTEN, quit_prob=0.3, response_fatigue=0.8, response_fatigue_decay=0.5).items()}})
     return _run(tmp_path_factory, "asked_often", cfg)
 
 

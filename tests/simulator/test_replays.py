@@ -14,13 +14,13 @@ from experiments.simulate import simulate
 from simulator.config import ConfigError, SimConfig, with_overrides
 from simulator.logs import read_run
 from simulator.world import BEHAVIOUR_DRAWS, World
-from tests_support import assert_calibrated, assert_means_calibrated, tiny
+from tests_support import assert_calibrated, assert_means_calibrated, first_world, tiny
 
 REPLAYS = {"behaviour.replay_max": 1.0, "behaviour.engage_log_duration": -0.5}
 
 
 def _world(overrides: dict) -> World:
-    return World.generate(with_overrides(SimConfig(), {"users.n_users": 300, "catalog.n_items": 2000, **overrides}),
+    return World.generate(with_overrides(first_world(SimConfig()), {"users.n_users": 300, "catalog.n_items": 2000, **overrides}),
                           np.random.default_rng(1))
 
 
@@ -90,7 +90,7 @@ def test_bad_values_name_the_field(field, value, fragment):
 
 @pytest.fixture(scope="module")
 def replay_logs(tmp_path_factory):
-    cfg = with_overrides(tiny(n_users=300, n_items=1500, days=2, seed=4), REPLAYS)
+    cfg = with_overrides(first_world(tiny(n_users=300, n_items=1500, days=2, seed=4)), REPLAYS)
     out = tmp_path_factory.mktemp("replays") / "run"
     simulate(cfg, out, progress=False)
     return cfg, read_run(out).impressions

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from tests_support import first_world
 from scipy.special import expit, logit
 
 from simulator.config import QuestionnaireConfig, SimConfig, to_dict, with_overrides
@@ -98,7 +99,7 @@ def _satisfaction_errors(tmp_path, overrides: dict, seeds) -> pd.DataFrame:
     """Per seed: naive / IPS / SNIPS (fitted submit model) estimate - truth of the satisfaction
     rate over the impressions eligible for a questionnaire (bias_ablation's estimand)."""
     from studies.bias_ablation import run_cell
-    base = with_overrides(SimConfig(), {**SMALL, "platform.tick_s": 900.0, **overrides})   # 15-min rounds: fast
+    base = with_overrides(first_world(SimConfig()), {**SMALL, "platform.tick_s": 900.0, **overrides})   # 15-min rounds: fast
     rows = []
     for seed in seeds:
         for r in run_cell({"world": to_dict(base), "alpha": 0.05}, seed):

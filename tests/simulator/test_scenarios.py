@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from satbed.cli import build_parser, config_from_args, main
+from tests_support import first_world
 from simulator.config import ConfigError, SimConfig, load_toml, with_overrides
 from experiments.config import ExperimentConfig
 from simulator.scenarios import (EXTENSIVE, MARGINAL_COLUMNS, Targets, _parse, compare, get_scenario,
@@ -70,14 +71,15 @@ def test_scenario_overrides_are_what_each_world_promises():
     assert load_scenario("clickbait").catalog.clickbait_corr < 0 < SimConfig().catalog.clickbait_corr
     assert load_scenario("drifting").users.interest_drift > 0 == SimConfig().users.interest_drift
     rich = load_scenario("survey_rich").questionnaire
-    assert rich.response_bias == rich.extremity_bias == 0 and rich.base_rate == 10 * SimConfig().questionnaire.base_rate
+    assert rich.response_bias == rich.extremity_bias == 0 and rich.base_rate > 8 * SimConfig().questionnaire.base_rate
     engaged = load_scenario("engaged_response")
     q = engaged.questionnaire
     assert (q.response_bias, q.extremity_bias, q.response_watch, q.response_feedback, q.response_depth) == \
         (0.0, 0.0, 2.0, 1.0, -0.3)
     assert engaged.users.random_responder_share == 0.0
     skip = load_scenario("skip_rich").behaviour
-    assert skip.skip_bias > SimConfig().behaviour.skip_bias
+    assert skip.skip_engage > SimConfig().behaviour.skip_engage                 # skips follow engagement closely
+    assert skip.engage_interest > SimConfig().behaviour.engage_interest         # and engagement follows interest
 
 
 BAD_SCENARIO_FILES = [
@@ -184,7 +186,7 @@ def test_study_configs_take_a_scenario_for_their_world(tmp_path):
     config = load_config(study, path=path)
     assert config.world.questionnaire.base_rate == 0.6 and config.world.users.n_users == 100
     fast = load_config(study, path=path, variant="fast")       # the variant's scenario, the file's n_users
-    assert fast.world.users.interest_drift == 0.3 and fast.world.questionnaire.base_rate == 0.06
+    assert fast.world.users.interest_drift == 0.3 and fast.world.questionnaire.base_rate == SimConfig().questionnaire.base_rate
     assert fast.world.users.n_users == 100
     assert load_config(study, path=path, overrides={"world.scenario": "clickbait"}).world.catalog.clickbait_corr == -0.5
 
@@ -214,7 +216,7 @@ FORMER_CONSTANTS = [    # (field, today's value, where the constant or literal l
     ("catalog.issue_background_beta", (0.5, 200.0), "world: Beta(0.5, 200)"),
     ("users.issue_sensitivity_shape", 2.0, "world: Gamma(2, mean / 2)"),
     ("users.activity_shape", 2.0, "world: Gamma(2, mean / 2)"),
-    ("users.patience_user_sigma", 0.5, "world: exp(0.5 N(0, 1))"),
+    ("users.patience_user_sigma", 1.0, "world: exp(0.5 N(0, 1)), 1.0 since the recalibration to the public targets"),
     ("users.tenure_scale_days", 200.0, "world: exponential(200)"),
     ("users.interest_drift", 0.0, "new: no drift"),
 ]
@@ -291,8 +293,8 @@ def _platform(config, path):
 
 
 def _drift_config(drift: float) -> SimConfig:
-    return load_scenario("default", {"users.n_users": 150, "catalog.n_items": 500, "platform.days": 2,
-                                     "users.interest_drift": drift})
+    return first_world(load_scenario("default", {"users.n_users": 150, "catalog.n_items": 500, "platform.days": 2,
+                                                 "users.interest_drift": drift}))
 
 
 def test_interest_drift_moves_interests_and_keeps_them_unit(tmp_path):
