@@ -92,9 +92,13 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, aa: bool = Fals
     import torch
 
     from policies import make_policy
+    from policies.device import resolve_device
     if aa:
         config = config.as_aa()
     policies = {b.name: make_policy(b.policy, **b.params) for b in config.buckets}   # fail before writing
+    for name, policy in policies.items():        # a GPU the machine lacks: fail before simulating too
+        if hasattr(policy, "device"):
+            resolve_device(policy.device, f"bucket {name!r} ({policy.name})")
     out = prepare_run_dir(Path(out), overwrite=overwrite)
     run = _Run(config, out, policies, aa=aa)
     write_status(out, "running", days_done=0, kind=run.kind)

@@ -47,6 +47,7 @@ from policies.base import check_fitted, check_ids, register_policy, resolve_upda
 from policies.data import (Sequences, check_observable, holdout_last, item_side, merge, n_items_of,
                            next_item_windows, pad, positive_keys, request_sequences, sample_negatives,
                            to_model_ids)
+from policies.device import check_device_spec, resolve_device, to_device, to_host
 from policies.encoders import EncoderConfig, SequenceEncoder
 from policies.train import EpochRecord, TrainConfig, build_module, sampled_metrics, train_model
 from simulator.checks import check_choice, check_int_at_least, check_nonnegative, check_temperature
@@ -170,6 +171,8 @@ class SASRec:
             click history from the feature store anyway, only the item embeddings stay as
             fitted). The A/B runner's ``learning = "update"`` passes its own ``update_epochs``.
         progress: show a tqdm bar while training.
+        device: where the model trains and scores (:mod:`policies.device`): "auto" (a CUDA GPU
+            when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N".
     """
     temperature: float | None = None
     max_len: int = 50
@@ -191,8 +194,10 @@ class SASRec:
     metric: str = "ndcg@10"
     update_epochs: int = 0
     progress: bool = False
+    device: str = "auto"
     # fitted state
     fitted_: bool = field(default=False, init=False)
+    device_: torch.device | None = field(default=None, init=False, repr=False)
     model_: SequenceEncoder | None = field(default=None, init=False, repr=False)
     n_items_: int = field(default=0, init=False)
     history_: list[EpochRecord] = field(default_factory=list, init=False, repr=False)
@@ -201,6 +206,9 @@ class SASRec:
     before_: np.ndarray | None = field(default=None, init=False, repr=False)  # (N,) events of earlier pages
     rng_: np.random.Generator | None = field(default=None, init=False, repr=False)
     table_: tuple | None = field(default=None, init=False, repr=False)   # serving cache
+
+    def __post_init__(self) -> None:
+        check_device_spec(self.device, self.name)
 
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
         """Train on the effective-view sequences of ``train``; each user's last click is held out
@@ -215,6 +223,7 @@ class SASRec:
         check_choice("metric", self.metric, METRICS)
         check_nonnegative("skip_weight", self.skip_weight)
         check_int_at_least("eval_negatives", self.eval_negatives, 1)
+        device = resolve_device(self.device, self.name)
         n_items = n_items_of(train)
         side = item_side(train.items, self.item_features, n_items)
         encoder_config = EncoderConfig(n_items=n_items, max_len=self.max_len, d_model=self.d_model,
@@ -233,13 +242,14 @@ class SASRec:
                              "SASRec needs click sequences to learn from")
         exclude = positive_keys(mixed, n_items)
         side_t = torch.from_numpy(np.stack(side)) if side else None
-        model = build_module(lambda: SequenceEncoder(encoder_config, side_t), rng)
+        model = build_module(lambda: SequenceEncoder(encoder_config, side_t), rng, device)
         vrows = mixed.rows_of(valid.users)
         held = mixed.offsets[vrows] + kept[vrows]                          # each user's held-out click: after rest
         evaluate = self._validation(mixed, before, held, n_items, exclude, rng)
         result = train_model(model, lambda r: self._examples(windows, n_items, exclude, r),
                              self._loss, evaluate, train_config, rng)
         self.model_, self.n_items_, self.mixed_, self.before_ = model, n_items, mixed, before
+        self.device_ = device
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.rng_ = np.random.default_rng(rng.integers(0, 2 ** 63 - 1))
         self._cache_items()
@@ -259,13 +269,13 @@ class SASRec:
         length = min(self.max_len, getattr(batch.features, "history_length", self.max_len))
         hist, _ = batch.features.history("clicks", np.asarray(batch.user_ids), length)   # (B, L), PAD
         table, bias = self.table_
-        ids = torch.from_numpy(to_model_ids(cands))
+        ids = to_device(to_model_ids(cands), self.device_)
         with torch.inference_mode():
-            h = self.model_.encode_last(torch.from_numpy(to_model_ids(hist)))          # (B, d)
+            h = self.model_.encode_last(to_device(to_model_ids(hist), self.device_))   # (B, d)
             scores = torch.bmm(table[ids], h.unsqueeze(-1)).squeeze(-1)               # (B, C)
             if bias is not None:
                 scores += bias[ids]
-        return scores.numpy().astype(np.float64)
+        return to_host(scores).astype(np.float64)
 
     def update(self, new: LogData, *, epochs: int | None = None) -> None:
         """Online learning between serving rounds: with ``epochs`` (default ``update_epochs``)
@@ -359,7 +369,8 @@ class SASRec:
         negs = sample_negatives(rng, users, self.eval_negatives, n_items=n_items,
                                 exclude=exclude, distinct=True)
         cands = to_model_ids(np.concatenate([items[:, None], negs], axis=1))       # (n, 1 + K)
-        hist_t, cands_t = torch.from_numpy(hist), torch.from_numpy(cands)
+        device = resolve_device(self.device, self.name)
+        hist_t, cands_t = to_device(hist, device), to_device(cands, device)
         use_ndcg = self.metric.startswith("ndcg")
 
         def evaluate(model: SequenceEncoder) -> float:

@@ -12,8 +12,10 @@ A model supplies three things and the loop does the rest:
 Randomness: the loop draws one seed from the numpy ``rng`` and runs under
 ``torch.random.fork_rng`` seeded with it, so dropout is reproducible and no global torch state
 leaks out; mini-batch order comes from the numpy ``rng``. Modules are built with
-:func:`build_module`, under the same discipline. CPU only; the loop never sets the number of
-torch threads (the caller, e.g. the A/B runner, does).
+:func:`build_module`, under the same discipline. The loop trains where the model is (a policy's
+``device``, :mod:`policies.device`): each mini-batch goes there, and on a GPU the device's
+generator is seeded and restored too and deterministic kernels are used. It never sets the number
+of torch threads (the caller, e.g. the A/B runner, does).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from estimators import sampled_rank_metrics
+from policies.device import deterministic_on, fork_devices, module_device, to_device
 from simulator.checks import check_int_at_least, check_nonnegative, check_positive
 
 M = TypeVar("M", bound=nn.Module)
@@ -99,12 +102,17 @@ def torch_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2 ** 63 - 1))
 
 
-def build_module(factory: Callable[[], M], rng: np.random.Generator) -> M:
+def build_module(factory: Callable[[], M], rng: np.random.Generator,
+                 device: torch.device | str = "cpu") -> M:
     """``factory()`` with torch's default generator seeded from ``rng`` inside ``fork_rng``:
-    reproducible initial weights, and the global torch random state is left untouched."""
+    reproducible initial weights, and the global torch random state is left untouched. The module
+    is built on the CPU and then moved to ``device``, so it starts from the same weights on every
+    device."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(rng))
-        return factory()
+        module = factory()
+    device = torch.device(device)
+    return module if device.type == "cpu" else module.to(device)
 
 
 def sampled_metrics(scores: np.ndarray | torch.Tensor, k: int = 10) -> tuple[float, float]:
@@ -114,10 +122,11 @@ def sampled_metrics(scores: np.ndarray | torch.Tensor, k: int = 10) -> tuple[flo
     return sampled_rank_metrics(s, k=k)
 
 
-def _slice(data: Any, idx: np.ndarray) -> Any:
-    """``data`` with every numpy array field indexed by ``idx`` and turned into a torch tensor."""
+def _slice(data: Any, idx: np.ndarray, device: torch.device) -> Any:
+    """``data`` with every numpy array field indexed by ``idx`` and turned into a torch tensor
+    on ``device``."""
     return dataclasses.replace(data, **{
-        f.name: torch.from_numpy(np.ascontiguousarray(getattr(data, f.name)[idx]))
+        f.name: to_device(getattr(data, f.name)[idx], device)
         for f in dataclasses.fields(data) if isinstance(getattr(data, f.name), np.ndarray)})
 
 
@@ -154,8 +163,9 @@ def train_model(model: nn.Module, make_epoch: Callable[[np.random.Generator], An
     opt = optimizer if optimizer is not None else \
         torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[EpochRecord] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed(rng))
+    device = module_device(model)
+    with torch.random.fork_rng(devices=fork_devices(device)), deterministic_on(device):
+        torch.manual_seed(torch_seed(rng))          # seeds the CPU's and every GPU's generator
         model.eval()
         with torch.no_grad():
             best_metric = float(evaluate(model)) if evaluate is not None else math.nan
@@ -172,7 +182,7 @@ def train_model(model: nn.Module, make_epoch: Callable[[np.random.Generator], An
             total, count = 0.0, 0
             for start in range(0, n, config.batch_size):
                 idx = order[start:start + config.batch_size]
-                loss = loss_fn(model, _slice(data, idx))
+                loss = loss_fn(model, _slice(data, idx, device))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower lr={config.lr}?")
                 opt.zero_grad(set_to_none=True)

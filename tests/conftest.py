@@ -12,6 +12,21 @@ from simulator.config import SimConfig  # noqa: E402
 from tests_support import tiny  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests are skipped where torch sees no CUDA GPU, and the skip says why
+    (``-ra`` lists it in the summary)."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if not gpu_tests:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    reason = (f"gpu test: torch {torch.__version__} sees no CUDA GPU on this machine "
+              f"({'a CPU-only build' if torch.version.cuda is None else 'no device visible'})")
+    for item in gpu_tests:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """One torch thread, as the A/B runner uses: fastest on a busy 2-core machine, and every

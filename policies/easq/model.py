@@ -213,7 +213,7 @@ class EASQNet(nn.Module):
         K, d = len(DENSE_TASKS), self.config.encoder.d_model
         n1 = self.config.encoder.n_items + 1
         table, _ = self.encoder.item_table()                               # (n + 1, d)
-        e_sat = table + (self.item_lora(torch.arange(n1)) if self.item_lora.rank else 0.0)
+        e_sat = table + (self.item_lora(torch.arange(n1, device=table.device)) if self.item_lora.rank else 0.0)
         w = self.sat_in.base.weight
         if self.sat_in.rank:
             w = w + self.sat_in.scale * self.sat_in.lora_B @ self.sat_in.lora_A   # (h, 3d + K)

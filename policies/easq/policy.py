@@ -21,6 +21,7 @@ from torch import nn
 
 from policies.base import check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import Sequences, check_observable, item_side, n_items_of, page_order, to_model_ids
+from policies.device import check_device_spec, resolve_device, to_device, to_host
 from policies.easq.model import DENSE_TASKS, EASQConfig, EASQNet, dense_loss, dpo_loss, eval_mode
 from policies.easq.params import (AlignParams, EncoderParams, LoRAParams, SatisfactionParams, TrainParams,
                                   UpdateParams, weights)
@@ -81,6 +82,8 @@ class EASQ:
         lora: the side path's rank and scale (:class:`LoRAParams`).
         align: the questionnaire pairs and the offline alignment, Eq. (4) (:class:`AlignParams`).
         updates: the online steps of ``update`` (:class:`UpdateParams`).
+        device: where the model trains and scores (:mod:`policies.device`): "auto" (a CUDA GPU
+            when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N".
 
     Each group is given as its dataclass or as a table (a dict) of some of its fields.
     """
@@ -97,8 +100,10 @@ class EASQ:
     lora: LoRAParams = field(default_factory=LoRAParams)
     align: AlignParams = field(default_factory=AlignParams)
     updates: UpdateParams = field(default_factory=UpdateParams)
+    device: str = "auto"
     # fitted state
     fitted_: bool = field(default=False, init=False)
+    device_: torch.device = field(default=torch.device("cpu"), init=False, repr=False)
     model_: EASQNet | None = field(default=None, init=False, repr=False)
     reference_: EASQNet | None = field(default=None, init=False, repr=False)
     dense_opt_: torch.optim.Optimizer | None = field(default=None, init=False, repr=False)
@@ -136,6 +141,7 @@ class EASQ:
                 raise ParameterError(f"lora.rank={self.lora.rank} must be >= 1 with use_lora=true")
         except ConfigError as err:
             raise ParameterError(f"easq: {err}") from None
+        check_device_spec(self.device, "easq")
 
     # -- the internal configs, from the parameter groups -----------------------------------
 
@@ -179,7 +185,8 @@ class EASQ:
             raise ValueError("train has no effective view; EASQ needs click histories to learn from")
         config = self._net_config(n_items, tuple(int(a.max()) + 1 for a in side))
         side_t = torch.from_numpy(np.stack(side)) if side else None
-        model = build_module(lambda: EASQNet(config, side_t), rng)
+        self.device_ = resolve_device(self.device, "easq")
+        model = build_module(lambda: EASQNet(config, side_t), rng, self.device_)
         self.model_, self.n_items_, self.history_ = model, n_items, []
         self.n_updates_, self.update_stats_ = 0, []
 
@@ -227,11 +234,11 @@ class EASQ:
         max_len = self.encoder.max_len
         length = min(max_len, getattr(batch.features, "history_length", max_len))
         hist, _ = batch.features.history("clicks", np.asarray(batch.user_ids), length)   # (B, L), PAD
-        ids = torch.from_numpy(to_model_ids(cands))                                      # (B, C)
+        ids = to_device(to_model_ids(cands), self.device_)                               # (B, C)
         with torch.inference_mode():
-            u = self.model_.encoder.encode_last(torch.from_numpy(to_model_ids(hist)))   # (B, d)
+            u = self.model_.encoder.encode_last(to_device(to_model_ids(hist), self.device_))   # (B, d)
             scores = self.model_.serve(u, ids, self.table_)                              # (B, C)
-        return scores.numpy().astype(np.float64)
+        return to_host(scores).astype(np.float64)
 
     def update(self, new: LogData, *, epochs: int | None = None) -> None:
         """Online learning on the bucket's logs since the last call: ``epochs`` passes (default
@@ -302,9 +309,9 @@ class EASQ:
         the reference does."""
         check_fitted(self)
         with eval_mode(self.model_), torch.no_grad():
-            hist, items = torch.from_numpy(pairs.hist), torch.from_numpy(pairs.items)
+            hist, items = to_device(pairs.hist, self.device_), to_device(pairs.items, self.device_)
             s, ref = self._pair_scores(self.model_, hist, items)
-        return ((s[:, 0] - ref[:, 0]) - (s[:, 1] - ref[:, 1])).numpy().astype(np.float64)
+        return to_host((s[:, 0] - ref[:, 0]) - (s[:, 1] - ref[:, 1])).astype(np.float64)
 
     # -- training stages -------------------------------------------------------------------
 
@@ -322,7 +329,7 @@ class EASQ:
         evaluate = None
         if len(valid_win):
             vw = sample_windows(index, valid_win, items, targets, slots, rng)   # drawn once per fit
-            vw_data = Windows(*(torch.from_numpy(getattr(vw, k))
+            vw_data = Windows(*(to_device(getattr(vw, k), self.device_)
                                 for k in ("inputs", "cols", "items", "targets", "mask")))
 
             def valid_score(m: EASQNet) -> float:
@@ -398,7 +405,8 @@ class EASQ:
     def _impression_loss(self, model: EASQNet, b: Impressions) -> torch.Tensor:
         u = model.user_state(b.hist)                                       # (N, d)
         dense, _ = model.dense_logits(u, b.items)                          # (N, K)
-        return dense_loss(dense, b.targets, torch.ones(len(b.items)), self._task_weights())
+        return dense_loss(dense, b.targets, torch.ones(len(b.items), device=b.items.device),
+                          self._task_weights())
 
     def _sat_loss(self, model: EASQNet, b: Answers) -> torch.Tensor:
         """BCE of the satisfaction tower without its LoRA path (offline, Eq. 2)."""
@@ -436,7 +444,7 @@ class EASQ:
     # -- helpers ---------------------------------------------------------------------------
 
     def _task_weights(self) -> torch.Tensor:
-        return torch.tensor(self.train.task_weights, dtype=torch.float32)   # (K,)
+        return torch.tensor(self.train.task_weights, dtype=torch.float32, device=self.device_)   # (K,)
 
     def _last_seen(self, users: np.ndarray) -> np.ndarray:
         """(N,) request time of each user's newest page seen so far (-inf: none)."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policies.device import module_device, to_device, to_host
 from policies.encoders import EncoderConfig, SequenceEncoder
 
 BIAS_SCALE = 3.0
@@ -126,14 +127,15 @@ class PairMLP(nn.Module):
         """``sigmoid`` of the logits, float32 numpy, no gradient, in chunks of 4096 users: (n,)
         user ids and (n, ...) item model ids -> (n, ...). As g this is the teacher ``s_hat``."""
         out = np.empty(ids.shape, np.float32)
+        device = module_device(self)
         with torch.no_grad():
             up, ip = self.tables()                                              # (n_users, h), (n_items + 1, h)
             for s in range(0, len(users), 4096):
-                u = torch.from_numpy(users[s:s + 4096])                         # (b,)
-                i = torch.from_numpy(ids[s:s + 4096])                           # (b, ...)
+                u = to_device(users[s:s + 4096], device)                        # (b,)
+                i = to_device(ids[s:s + 4096], device)                          # (b, ...)
                 shape = (len(u),) + (1,) * (i.dim() - 1) + (-1,)
-                out[s:s + 4096] = torch.sigmoid(self.from_tables(up[u].view(shape), ip[i], u.view(shape[:-1]),
-                                                                 i)).numpy()
+                out[s:s + 4096] = to_host(torch.sigmoid(self.from_tables(up[u].view(shape), ip[i],
+                                                                         u.view(shape[:-1]), i)))
         return out
 
 
@@ -320,7 +322,7 @@ class SAQRecNet(nn.Module):
     def item_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``[v_i, 0]`` and ``MLP_s(v_i)`` of every model id, (n_items + 1, d + 1) each: dotted with
         ``[u_f, 1]`` they give the click and satisfaction logits."""
-        e = self.item_emb(torch.arange(self.config.n_items + 1))
+        e = self.item_emb(torch.arange(self.config.n_items + 1, device=module_device(self.item_emb)))
         return F.pad(e, (0, 1)), self.sat_proj(e)
 
 

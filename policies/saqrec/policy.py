@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from policies.base import (NotFittedError, append_logs, check_fitted, check_ids, register_policy,
                            resolve_update_epochs)
 from policies.data import (check_observable, holdout_last, item_side, n_items_of, positive_keys, to_model_ids)
+from policies.device import check_device_spec, module_device, resolve_device, to_device, to_host
 from policies.params import ParameterError, nested
 from policies.saqrec.model import NetConfig, PairMLP, SAQRecNet, ips_bce, satisfaction_labels
 from policies.saqrec.params import AUX_PATIENCE, AlignmentParams, AuxParams, EncoderParams, TrainParams
@@ -54,6 +55,8 @@ class SAQRec:
         update_epochs: passes of :meth:`update` when the caller gives none (0: ``update`` does
             nothing; the A/B runner's ``learning = "update"`` passes its own).
         progress: tqdm bars.
+        device: where the networks train and score (:mod:`policies.device`): "auto" (a CUDA GPU
+            when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N".
 
     Raises:
         ParameterError: a bad parameter (at construction), naming it: ``saqrec: train.lr=-1.0 must be > 0``.
@@ -70,8 +73,10 @@ class SAQRec:
     sat_weight: float = 0.0
     update_epochs: int = 0
     progress: bool = False
+    device: str = "auto"
     # fitted state
     fitted_: bool = field(default=False, init=False)
+    device_: torch.device = field(default=torch.device("cpu"), init=False, repr=False)
     net_: SAQRecNet | None = field(default=None, init=False, repr=False)
     train_: pd.DataFrame | None = field(default=None, init=False, repr=False)   # the logs seen so far
     sat_table_: torch.Tensor | None = field(default=None, init=False, repr=False)  # satisfaction head table
@@ -103,6 +108,7 @@ class SAQRec:
                                      "the satisfaction head is untrained")
         except ConfigError as err:
             raise ParameterError(f"{NAME}: {err}") from None
+        check_device_spec(self.device, NAME)
 
     @property
     def reads_answers(self) -> bool:
@@ -139,14 +145,15 @@ class SAQRec:
         if self.propensity_ is None:
             raise NotFittedError(f"policy {self.name!r} has no propensity model (unbiased=False or not fitted)")
         with torch.no_grad():
-            return torch.sigmoid(self.propensity_(torch.from_numpy(np.asarray(users, np.int64)),
-                                                  torch.from_numpy(to_model_ids(items)))).numpy()
+            return to_host(torch.sigmoid(self.propensity_(to_device(np.asarray(users, np.int64), self.device_),
+                                                          to_device(to_model_ids(items), self.device_))))
 
     def _fit(self, train: LogData, rng: np.random.Generator, *, main: bool) -> Self:
         check_observable(train, required=SAQREC_COLUMNS)
         self.fitted_ = False
         self.results_, self.seconds_, self.propensity_, self.satisfaction_ = {}, {}, None, None
         self.diagnostics_ = {}
+        self.device_ = device = resolve_device(self.device, NAME)
         t0 = time.perf_counter()
         n_items = n_items_of(train)
         n_users = int(max(train.users["user_id"].max() + 1 if "user_id" in train.users and len(train.users) else 0,
@@ -167,7 +174,7 @@ class SAQRec:
         # stage 0: the click model, i.e. the main network with only [h_r, v_u] in the fusion;
         # its embeddings are frozen into rho and g, and stage 3 continues from it
         t = time.perf_counter()
-        net = build_module(lambda: SAQRecNet(base, side_t), rng)
+        net = build_module(lambda: SAQRecNet(base, side_t), rng, device)
         net.click_only = True
         examples = self._examples_fn(windows, data, n_items, exclude, teacher=None)
         self.results_["pretrain"] = train_model(net, examples, self._loss_fn(mtl=False), self._evaluate_fn(val),
@@ -176,7 +183,7 @@ class SAQRec:
         self.seconds_["pretrain"] = time.perf_counter() - t
         with torch.no_grad():
             users_t = net.user_emb.weight.detach().clone()                       # (n_users, d)
-            items_t = net.item_emb(torch.arange(n_items + 1)).detach().clone()    # (n_items + 1, d)
+            items_t = net.item_emb(torch.arange(n_items + 1, device=device)).detach().clone()   # (n_items + 1, d)
         self.click_tables_ = (users_t.clone(), items_t.clone())
         users_t = users_t / users_t.pow(2).mean().sqrt().clamp(min=1e-12)
         items_t = items_t / items_t[1:].pow(2).mean().sqrt().clamp(min=1e-12)
@@ -189,19 +196,20 @@ class SAQRec:
         self.clip_ = a.propensity_clip * rate
         propensity = None
         if self.unbiased and self.reads_answers:
-            rho = build_module(lambda: PairMLP(users_t, items_t, a.hidden, a.dropout, biases=True), rng)
+            rho = build_module(lambda: PairMLP(users_t, items_t, a.hidden, a.dropout, biases=True), rng, device)
             pairs = Pairs(data.click_users, to_model_ids(data.click_items), data.observed.astype(np.float32))
             self.results_["propensity"] = self._fit_pairs(rho, pairs, rng, "propensity", ips=False)
             self.propensity_ = rho
             with torch.no_grad():
                 obs = data.observed
-                propensity = torch.sigmoid(rho(torch.from_numpy(data.click_users[obs]),
-                                               torch.from_numpy(to_model_ids(data.click_items[obs])))).numpy()
+                propensity = to_host(torch.sigmoid(rho(to_device(data.click_users[obs], device),
+                                                       to_device(to_model_ids(data.click_items[obs]), device))))
         self.seconds_["propensity"] = time.perf_counter() - t
 
         # stage 2: the satisfaction model on the answered clicks (Eq. 6, or Eq. 3)
         t = time.perf_counter()
-        g = build_module(lambda: PairMLP(users_t, items_t, a.hidden, a.dropout, biases=a.satisfaction_biases), rng)
+        g = build_module(lambda: PairMLP(users_t, items_t, a.hidden, a.dropout, biases=a.satisfaction_biases),
+                         rng, device)
         obs = data.observed
         pairs = Pairs(data.click_users[obs], to_model_ids(data.click_items[obs]),
                       data.satisfied_label[obs].astype(np.float32),
@@ -290,20 +298,21 @@ class SAQRec:
         hist = {name: store.history(name, users, min(length, cap))[0] for name, length in (
             ("clicks", e.max_len), ("satisfied", e.max_len_satisfied), ("dissatisfied", e.max_len_dissatisfied))}
         _, user_part, item_part = self.tables_
-        users_t = torch.from_numpy(users)                                        # (B,)
-        clicks = torch.from_numpy(to_model_ids(hist["clicks"]))                 # (B, L)
+        device = self.device_
+        users_t = to_device(users, device)                                       # (B,)
+        clicks = to_device(to_model_ids(hist["clicks"]), device)                # (B, L)
         with torch.inference_mode():
             s = None
             if self.mlse:   # g's scores of the clicked items, from the cached first layer
                 s = torch.sigmoid(self.satisfaction_.from_tables(user_part[users_t][:, None], item_part[clicks],
                                                                  users_t[:, None], clicks))                # (B, L)
-            u = self.net_(clicks, users_t, sat=torch.from_numpy(to_model_ids(hist["satisfied"])),
-                          dis=torch.from_numpy(to_model_ids(hist["dissatisfied"])), scores=s,
+            u = self.net_(clicks, users_t, sat=to_device(to_model_ids(hist["satisfied"]), device),
+                          dis=to_device(to_model_ids(hist["dissatisfied"]), device), scores=s,
                           last_only=True)                                        # (B, d)
-            ids = torch.from_numpy(to_model_ids(cands))                          # (B, C)
+            ids = to_device(to_model_ids(cands), device)                         # (B, C)
             u = F.pad(u, (0, 1), value=1.0)                                      # (B, d + 1): [u_f, 1]
             scores = torch.bmm(table[ids], u.unsqueeze(-1)).squeeze(-1)        # (B, C)
-        return scores.numpy().astype(np.float64)
+        return to_host(scores).astype(np.float64)
 
     # -- configs of the networks and the training stages ---------------------------------------------
 
@@ -361,8 +370,9 @@ class SAQRec:
         evaluate = None
         if n_val:
             v = take(val_rows)
-            vu, vi, vl = (torch.from_numpy(a) for a in (v.users, v.items, v.labels))
-            vw = torch.from_numpy(weight[val_rows].astype(np.float32))
+            device = module_device(model)
+            vu, vi, vl = (to_device(a, device) for a in (v.users, v.items, v.labels))
+            vw = to_device(weight[val_rows].astype(np.float32), device)
 
             def evaluate(m: PairMLP) -> float:
                 bce = F.binary_cross_entropy_with_logits(m(vu, vi), vl, reduction="none")
@@ -460,7 +470,7 @@ class SAQRec:
         early-stopping metric (the click model)."""
         if val is None:
             return None
-        t = {k: torch.from_numpy(v) for k, v in val.items()}
+        t = {k: to_device(v, self.device_) for k, v in val.items()}
 
         def evaluate(net: SAQRecNet) -> float:
             scores = [net.click_logits(u, t["cands"][sl]) for sl, u in self._held_out_states(net, t)]  # (b, 1 + K)
@@ -475,11 +485,11 @@ class SAQRec:
         imputed satisfaction (w/o MTL: the click term only). Why not click NDCG: the note."""
         if val is None:
             return None
-        t = {k: torch.from_numpy(v) for k, v in val.items()}
+        t = {k: to_device(v, self.device_) for k, v in val.items()}
         beta = self.alignment.beta
         use_sat = self.mtl and beta > 0
-        s_hat = torch.from_numpy(teacher(val["users"], val["cands"])) if use_sat else None   # (n, 1 + K)
-        labels = torch.zeros(t["cands"].shape)
+        s_hat = to_device(teacher(val["users"], val["cands"]), self.device_) if use_sat else None   # (n, 1 + K)
+        labels = torch.zeros(t["cands"].shape, device=self.device_)
         labels[:, 0] = 1.0
 
         def evaluate(net: SAQRecNet) -> float:

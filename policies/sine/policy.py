@@ -16,6 +16,7 @@ import torch
 from policies.base import check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import (check_observable, item_side, n_items_of, pad, positive_keys, request_times,
                            sample_negatives, to_model_ids)
+from policies.device import check_device_spec, module_device, resolve_device, to_device, to_host
 from policies.encoders import EncoderConfig
 from policies.params import ParameterError, nested
 from policies.sine.model import SINEConfig, SINEModel, bpr, prototype_dcor
@@ -50,6 +51,8 @@ class SINE:
             caller gives none (0: no-op; serving reads the live mixed history anyway); the A/B
             runner's ``learning = "update"`` passes its own.
         progress: show a tqdm bar while training.
+        device: where the model trains and scores (:mod:`policies.device`): "auto" (a CUDA GPU
+            when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N".
 
     A group is given as its dataclass or as a table (dict) of some of its fields; a bad value
     raises :class:`~policies.params.ParameterError` naming it (``sine: train.lr=-1.0 must be > 0``).
@@ -63,8 +66,10 @@ class SINE:
     train: TrainParams = field(default_factory=TrainParams)
     update_epochs: int = 0
     progress: bool = False
+    device: str = "auto"
     # fitted state
     fitted_: bool = field(default=False, init=False)
+    device_: torch.device | None = field(default=None, init=False, repr=False)
     model_: SINEModel | None = field(default=None, init=False, repr=False)
     n_items_: int = field(default=0, init=False)
     history_: list[EpochRecord] = field(default_factory=list, init=False, repr=False)
@@ -76,6 +81,7 @@ class SINE:
     table_: tuple | None = field(default=None, init=False, repr=False)     # serving cache
 
     def __post_init__(self) -> None:
+        check_device_spec(self.device, self.name)
         self.encoder = nested(self.name, "encoder", EncoderParams, self.encoder)
         self.interests = nested(self.name, "interests", InterestParams, self.interests)
         self.loss = nested(self.name, "loss", LossParams, self.loss)
@@ -132,11 +138,12 @@ class SINE:
                              + ("" if learns else " preceded by a skip (lambda1=0: only L2 learns)")
                              + "; SINE needs click/skip sequences to learn from")
         side_t = torch.from_numpy(np.stack(side)) if side else None
-        model = build_module(lambda: SINEModel(enc, cfg, side_t), rng)
+        device = resolve_device(self.device, self.name)
+        model = build_module(lambda: SINEModel(enc, cfg, side_t), rng, device)
         evaluate = self._validation(valid, n_items, exclude, rng) if len(valid) else None
         result = train_model(model, lambda r: self._examples(windows, n_items, exclude, r), self._loss,
                              evaluate, self._train_config(self.train.max_epochs, self.train.patience), rng)
-        self.model_, self.n_items_, self.mixed_ = model, n_items, mixed
+        self.model_, self.n_items_, self.mixed_, self.device_ = model, n_items, mixed, device
         self.last_request_, self.stale_ = _last_requests(train.impressions, None), 0
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.rng_ = np.random.default_rng(rng.integers(0, 2 ** 63 - 1))
@@ -155,11 +162,11 @@ class SINE:
         length = min(max_len, getattr(batch.features, "history_length", max_len))
         items, labels = batch.features.history(self.history_kind, np.asarray(batch.user_ids), length)
         labels = labels if self.negative_feedback else None                 # the clicks ring has no labels
-        tokens = torch.from_numpy(tokens_of(items, labels, self.n_items_))   # (B, L)
-        ids = torch.from_numpy(to_model_ids(cands))                         # (B, C)
+        tokens = to_device(tokens_of(items, labels, self.n_items_), self.device_)   # (B, L)
+        ids = to_device(to_model_ids(cands), self.device_)                  # (B, C)
         with torch.inference_mode():
             s = self.model_.score_last(tokens, ids, self.table_)            # (B, C)
-        return s.numpy().astype(np.float64)
+        return to_host(s).astype(np.float64)
 
     def update(self, new: LogData, *, epochs: int | None = None) -> None:
         """Online learning between serving rounds: with ``epochs`` (default ``update_epochs``)
@@ -278,10 +285,12 @@ class SINE:
         tok_t, cands_t = torch.from_numpy(tokens), torch.from_numpy(cands)
 
         def evaluate(model: SINEModel) -> float:
-            s = torch.cat([model.score_last(tok_t[i:i + 1024], cands_t[i:i + 1024])
+            device = module_device(model)
+            tok, cand = tok_t.to(device), cands_t.to(device)
+            s = torch.cat([model.score_last(tok[i:i + 1024], cand[i:i + 1024])
                            for i in range(0, len(tok_t), 1024)])               # (n, 1 + M)
             if metric == "gauc":
-                return skip_gauc(s, cands_t > 0)
+                return skip_gauc(s, cand > 0)
             hr, ndcg = sampled_metrics(s, k=10)
             return ndcg if metric.startswith("ndcg") else hr
 

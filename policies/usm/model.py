@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policies.device import module_device, to_device, to_host
 from policies.usm.examples import Inputs, Rows
 from simulator.checks import check_int_at_least, check_probability, check_sizes
 
@@ -153,7 +154,7 @@ class SurveyNet(nn.Module):
     def forward(self, ids: torch.Tensor, cats: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """(B, 3) ids, (B, 3) categories, (B, n_dense) raw dense -> (B, H) logits."""
         if self.training and self.config.id_dropout > 0:
-            ids = ids * (torch.rand(ids.shape) >= self.config.id_dropout)             # (B, 3) 0 = unknown
+            ids = ids * (torch.rand(ids.shape, device=ids.device) >= self.config.id_dropout)             # (B, 3) 0 = unknown
         cols = torch.cat([ids, cats], dim=1)                                          # (B, 6)
         x = torch.cat([e(cols[:, k]) for k, e in enumerate(self.emb)]
                       + [(dense - self.mean) / self.std], dim=1)                      # (B, d_in)
@@ -171,11 +172,12 @@ def predict(model: SurveyNet, x: Inputs, chunk: int = 32768) -> np.ndarray:
     """(n, H) head probabilities of ``model`` for inputs ``x``."""
     out = np.empty((len(x), len(model.config.heads)), np.float32)
     model.eval()
+    device = module_device(model)
     with torch.inference_mode():
         for s in range(0, len(x), chunk):
-            logits = model(torch.from_numpy(x.ids[s:s + chunk]), torch.from_numpy(x.cats[s:s + chunk]),
-                           torch.from_numpy(x.dense[s:s + chunk]))                    # (b, H)
-            out[s:s + chunk] = torch.sigmoid(logits).numpy()
+            logits = model(to_device(x.ids[s:s + chunk], device), to_device(x.cats[s:s + chunk], device),
+                           to_device(x.dense[s:s + chunk], device))                   # (b, H)
+            out[s:s + chunk] = to_host(torch.sigmoid(logits))
     return out
 
 
@@ -213,6 +215,8 @@ class HeldOutLoss:
         if self.calls == 1:
             return -math.inf
         total = 0.0
+        device = module_device(model)
+        self.tensors = {k: v.to(device) for k, v in self.tensors.items()}     # once: a no-op after
         for s in range(0, self.n, self.CHUNK):
             b = Rows(**{k: v[s:s + self.CHUNK] for k, v in self.tensors.items()})
             total += float(data_loss(model, b)) * len(b.weight)

@@ -20,6 +20,7 @@ from scipy.special import logit
 
 from policies.base import append_logs, check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import check_observable
+from policies.device import check_device_spec, resolve_device
 from policies.params import ParameterError, nested
 from policies.train import EpochRecord, build_module, train_model
 from policies.usm.examples import (ENGAGEMENT_HEADS, REQUIRED, SUBMIT_HEADS, SURVEY_HEADS, Catalogue, Inputs, Rows,
@@ -83,6 +84,8 @@ class USM:
         update_epochs: passes of :meth:`update` when the caller gives none (0: ``update`` does
             nothing; the A/B runner's ``learning = "update"`` passes its own).
         progress: tqdm bars while training.
+        device: where the networks train and score (:mod:`policies.device`): "auto" (a CUDA GPU
+            when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N".
     """
     temperature: float | None = None
     combine: str = "probability"
@@ -98,8 +101,10 @@ class USM:
     distill: DistillParams = field(default_factory=DistillParams)
     update_epochs: int = 0
     progress: bool = False
+    device: str = "auto"
     # fitted state
     fitted_: bool = field(default=False, init=False)
+    device_: torch.device = field(default=torch.device("cpu"), init=False, repr=False)
     train_: pd.DataFrame | None = field(default=None, init=False, repr=False)    # the logs seen so far
     estimable_: np.ndarray | None = field(default=None, init=False, repr=False)  # (H,) heads in Eq. 3
     rng_: np.random.Generator | None = field(default=None, init=False, repr=False)
@@ -130,6 +135,7 @@ class USM:
                                      f"network.se_groups={self.network.se_groups} (or se=false)")
         except ConfigError as err:
             raise ParameterError(f"usm: {err}") from None
+        check_device_spec(self.device, "usm")
 
     # -- public API ------------------------------------------------------------------------------
     def fit(self, train: LogData, *, rng: np.random.Generator) -> Self:
@@ -149,6 +155,7 @@ class USM:
         # independent streams: each component is the same whatever the switches
         r_submit, r_engage, r_survey = rng.spawn(3)
         self.catalogue_, self.history_, self.stats_ = Catalogue.from_logs(train), {}, {}
+        self.device_ = resolve_device(self.device, "usm")
         logs = _Logs(imp, x=logged_inputs(imp, self.catalogue_, self.network.history_length),
                      post=posterior_features(imp), hist=submit_history(imp), ts=imp["ts"].to_numpy(np.float64),
                      shown=imp["survey_shown"].to_numpy(bool), labels=labels, lmask=lmask)
@@ -409,7 +416,7 @@ class USM:
         config = self.network.net_config(vocab=self.catalogue_.vocab, n_dense=dense_pool.shape[1], heads=heads,
                                          lhuc=self.lhuc if lhuc is None else lhuc, se=self.se,
                                          id_dropout=self.train.id_dropout_of(large))
-        model = build_module(lambda: SurveyNet(config, mean, std), rng)
+        model = build_module(lambda: SurveyNet(config, mean, std), rng, self.device_)
         if prior is not None:   # every head starts at its base rate: calibrated in the mean from step 0
             with torch.no_grad():
                 for tower, rate in zip(model.heads, np.clip(prior, 1e-4, 1 - 1e-4)):

@@ -156,6 +156,7 @@ def test_a_bad_policy_parameter_exits_2_before_any_simulation(tmp_path, capsys):
     ("{ temperature = -1.0 }", "easq: temperature=-1.0 must be > 0"),
     ("{ train = { lr = true } }", "easq: train.lr=True must be a finite number"),
     ("{ train = { max_epochs = 1.5 } }", "easq: train.max_epochs=1.5 must be an integer >= 1"),
+    ('{ device = "tpu" }', "easq: device='tpu' is not a device"),
 ])
 def test_a_bad_policy_parameter_value_is_a_config_error_exit_2(params, message, tmp_path, capsys):
     """A policy's ParameterError is a ConfigError: reported in one line, exit code 2, nothing written."""
