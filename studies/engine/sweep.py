@@ -27,6 +27,7 @@ Executors (:func:`make_executor`):
 - ``"ray"``: Ray tasks (``pip install 'satbed[ray]'``), on a local instance started with
   ``num_cpus=workers`` or on a running cluster (``address="auto"`` or ``"ray://host:10001"``;
   every node needs satbed installed); an instance already initialised by the caller is reused;
+  a cell whose policy names a GPU (``device = "cuda"``) requests ``num_gpus=1``;
 - ``"sequential"``: in this process, in order (debugging, profiling, tiny sweeps).
 
 Every worker runs with one torch thread (``torch.set_num_threads(1)``), single-threaded BLAS
@@ -102,10 +103,31 @@ class Cell:
         return {"fn": self.fn, "params": self.params, "seed": self.seed, "version": self.version}
 
     @property
+    def gpus(self) -> float:
+        """GPUs the cell needs: :func:`cell_gpus` of its params."""
+        return cell_gpus(self.params)
+
+    @property
     def key(self) -> str:
         """Hex digest naming the cell's cache file (24 hex digits of a SHA-256)."""
         blob = json.dumps(self.identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cell_gpus(params: Any) -> float:
+    """1 if some policy in ``params`` asks for a GPU by name (a ``device`` of ``"cuda"`` or
+    ``"cuda:N"`` anywhere in the nested params), else 0. That is how a cell declares a GPU: the
+    Ray executor then requests ``num_gpus=1`` for it, so Ray places it on a node with a free GPU
+    and makes that GPU the cell's ``cuda``. ``"auto"`` declares none: such a cell uses a GPU where
+    its node has one, without reserving it."""
+    from policies.device import wants_gpu
+    if isinstance(params, Mapping):
+        if wants_gpu(params.get("device")):
+            return 1.0
+        return max((cell_gpus(v) for v in params.values()), default=0.0)
+    if isinstance(params, (list, tuple)):
+        return max((cell_gpus(v) for v in params), default=0.0)
+    return 0.0
 
 
 # ----------------------------------------------------------------------------- the worker side
@@ -237,7 +259,8 @@ class PoolExecutor:
 
 @dataclass
 class RayExecutor:
-    """Cells as Ray tasks, one CPU each.
+    """Cells as Ray tasks, one CPU each, and one GPU for a cell that names one
+    (:func:`cell_gpus`).
 
     Args:
         address: None starts a local instance with ``num_cpus=workers`` (shut down afterwards);
@@ -264,7 +287,8 @@ class RayExecutor:
             remote = ray.remote(num_cpus=1, max_retries=0)(execute)
         else:                                       # the caller's instance: the environment goes with the task
             remote = ray.remote(num_cpus=1, max_retries=0, runtime_env=runtime_env)(execute)
-        refs = {remote.remote(*t): i for i, t in enumerate(tasks)}
+        refs = {(remote.options(num_gpus=gpus) if (gpus := cell_gpus(t[1])) else remote).remote(*t): i
+                for i, t in enumerate(tasks)}
         pending = list(refs)
         try:
             while pending:

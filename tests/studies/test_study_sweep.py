@@ -9,7 +9,7 @@ import pytest
 
 from simulator.config import ConfigError
 from studies.engine.base import get_study, load_config, run_study
-from studies.engine.sweep import (Cell, CellError, PoolExecutor, RayExecutor, SequentialExecutor, make_executor, read_cached,
+from studies.engine.sweep import (Cell, CellError, cell_gpus, PoolExecutor, RayExecutor, SequentialExecutor, make_executor, read_cached,
                            run_sweep)
 
 FN = "test_study_sweep:toy_cell"          # this module is importable: its directory is on sys.path
@@ -138,3 +138,71 @@ def test_ray_matches_sequential(fast_run, tmp_path):
     assert len(result.computed) == 2
     assert all(read_cached(tmp_path, c)["executor"] == "ray" for c in cells)
     assert rows_json(tmp_path, cells) == rows_json(src, cells)
+
+
+def test_a_cell_that_names_a_gpu_declares_one():
+    assert cell_gpus({"buckets": [{"policy": "sasrec", "params": {"device": "cuda"}}]}) == 1.0
+    assert cell_gpus({"policies": [{"name": "usm", "params": {"device": "cuda:1"}}]}) == 1.0
+    assert cell_gpus({"buckets": [{"params": {"device": "auto"}}], "device": "cpu"}) == 0.0
+    assert cell_gpus({"world": {"users": {"n_users": 10}}}) == 0.0
+    assert Cell("m:f", {"p": [{"device": "cuda"}]}, 0).gpus == 1.0
+
+
+class _Ref:
+    def __init__(self, value):
+        self.value = value
+
+
+class _FakeRay:
+    """The part of Ray's API the executor uses, recording each task's resource request."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.initialised = False
+
+    def is_initialized(self):
+        return self.initialised
+
+    def init(self, address=None, **kwargs):
+        self.initialised = True
+
+    def shutdown(self):
+        self.initialised = False
+
+    def remote(self, **options):
+        ray = self
+
+        def wrap(fn):
+            class Remote:
+                def __init__(self, opts):
+                    self.opts = opts
+
+                def options(self, **more):
+                    return Remote({**self.opts, **more})
+
+                def remote(self, *args):
+                    ray.requests.append({"options": self.opts, "seed": args[2]})
+                    return _Ref(fn(*args))
+            return Remote(dict(options))
+        return wrap
+
+    def wait(self, pending, num_returns=1):
+        return pending[:num_returns], pending[num_returns:]
+
+    def get(self, ref):
+        return ref.value
+
+    def cancel(self, ref, force=False):
+        pass
+
+
+def test_the_ray_executor_requests_a_gpu_for_the_cells_that_name_one(monkeypatch):
+    import studies.engine.sweep as sweep
+    fake = _FakeRay()
+    monkeypatch.setattr(sweep, "import_ray", lambda: fake)
+    tasks = [(FN, {"v": 1, "params": {"device": "cuda"}}, 0), (FN, {"v": 2, "params": {"device": "auto"}}, 1)]
+    done = dict(sweep.RayExecutor(workers=2).run(tasks))
+    assert [done[i]["rows"][0]["v"] for i in (0, 1)] == [1, 2]
+    by_seed = {r["seed"]: r["options"] for r in fake.requests}
+    assert by_seed[0] == {"num_cpus": 1, "max_retries": 0, "num_gpus": 1.0}
+    assert by_seed[1] == {"num_cpus": 1, "max_retries": 0}
