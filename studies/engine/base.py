@@ -19,10 +19,12 @@ and a summary, and registers them::
     if __name__ == "__main__":
         raise SystemExit(study_main("my_study"))
 
-The TOML file holds the **default** variant at its top level and two tables of overrides,
-deep-merged into it: ``[fast]`` (the seconds-long variant the tests run against a golden table)
-and ``[full]`` (the paper-scale variant, documented with its expected time). Keys are checked
-like every satbed config: an unknown key is an error that names it.
+The TOML file holds the **default** variant at its top level and tables of overrides,
+deep-merged into it: ``[fast]`` (the seconds-long variant the tests run against a golden table),
+``[full]`` (the large variant, documented with its expected time) and, for the replication
+studies with a paper-regime world, ``[paper_scale]`` (the paper's own users, catalog and days;
+its expected time is extrapolated in docs/studies.md). Keys are checked like every satbed
+config: an unknown key is an error that names it.
 
 :func:`run_study` writes a results directory::
 
@@ -56,7 +58,8 @@ from simulator.config import (ConfigError, SimConfig, deep_merge, dump_toml, fro
                               read_toml, set_dotted, to_dict, with_overrides, world_key)
 from studies.engine.sweep import Cell, Executor, PoolExecutor, SweepResult, run_sweep
 
-VARIANTS = ("fast", "default", "full")
+VARIANTS = ("fast", "default", "full", "paper_scale")
+OVERRIDE_VARIANTS = ("fast", "full", "paper_scale")   # tables of overrides in a study's TOML
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"     # studies/configs
 
 
@@ -168,8 +171,8 @@ def get_study(name: str) -> Study:
 # ----------------------------------------------------------------------------- configs
 def load_config(study: Study, *, variant: str = "default", path: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Any:
-    """The study's config: the TOML file's top level, with the ``[fast]`` / ``[full]`` table
-    merged in for those variants, then the dotted ``overrides`` (e.g. ``{"seeds": [0]}``).
+    """The study's config: the TOML file's top level, with the ``[fast]`` / ``[full]`` /
+    ``[paper_scale]`` table merged in for those variants, then the dotted ``overrides`` (e.g. ``{"seeds": [0]}``).
 
     The merging happens on the file's tables, before the config is built, so a world's
     ``scenario = "NAME"`` key (``[world]``, ``[fast.world]`` or ``world.scenario`` in ``overrides``)
@@ -177,7 +180,8 @@ def load_config(study: Study, *, variant: str = "default", path: str | Path | No
 
     Args:
         study: the study.
-        variant: ``"fast"``, ``"default"`` or ``"full"``.
+        variant: ``"fast"``, ``"default"``, ``"full"`` or ``"paper_scale"`` (the replication
+            studies in the papers' own data regimes: user counts, catalogs and days).
         path: a config file to use instead of ``studies/configs/NAME.toml``.
         overrides: dotted keys to values, applied last (validated like the file).
     """
@@ -185,7 +189,7 @@ def load_config(study: Study, *, variant: str = "default", path: str | Path | No
         raise ConfigError(f"variant={variant!r} must be one of {', '.join(VARIANTS)}")
     path = Path(path) if path is not None else study.config_path
     data = read_toml(path)
-    tables = {v: data.pop(v, None) for v in ("fast", "full")}
+    tables = {v: data.pop(v, None) for v in OVERRIDE_VARIANTS}
     try:
         config = from_dict(study.config, data)
     except ConfigError as err:
@@ -411,7 +415,7 @@ def run_study(study: Study | str, config: Any, out: str | Path, executor: Execut
 
 
 def _report(study: Study, variant: str, meta: dict[str, Any], summary: Summary) -> str:
-    flag = {"fast": " --fast", "full": " --full", "default": ""}[variant]
+    flag = {"fast": " --fast", "full": " --full", "paper_scale": " --paper-scale", "default": ""}[variant]
     verdict = {True: "**yes**", False: "**no**", None: "**mixed / not established**"}[summary.holds]
     lines = [f"# Study `{study.name}`", "", study.description, "",
              f"Variant `{variant}`: {meta['unique_cells']} cells ({meta['computed']} run now, {meta['cached']} "
@@ -442,7 +446,8 @@ def cli_study(args: Any) -> int:
     if not args.name:
         raise ConfigError("name a study (satbed study NAME) or pass --list")
     study = get_study(args.name)
-    variant = "fast" if args.fast else "full" if args.full else "default"
+    variant = ("fast" if args.fast else "full" if args.full
+               else "paper_scale" if getattr(args, "paper_scale", False) else "default")
     overrides = parse_assignments(args.set)
     if args.seeds is not None:
         if "seeds" not in {f.name for f in fields(study.config)}:

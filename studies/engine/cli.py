@@ -55,15 +55,18 @@ def add_study_parser(sub) -> None:
         description="Run a study: a sweep of (config variant x seed) cells, cached in the results directory "
                     "(an interrupted run resumes), summarised in report.md, table.csv and PNG plots. "
                     "Each study has a TOML config (studies/configs/NAME.toml) with a default, a --fast and "
-                    "a --full variant.",
+                    "a --full variant; the replication studies also a --paper-scale one.",
         formatter_class=HelpFormatter)
     st.add_argument("name", nargs="?", help="study name (see --list)")
     st.add_argument("--list", action="store_true", help="list the studies, one line each")
     size = st.add_mutually_exclusive_group()
     size.add_argument("--fast", action="store_true", help="the small variant (seconds; what the tests run)")
-    size.add_argument("--full", action="store_true", help="the paper-scale variant (docs/studies.md: variants and expected times)")
+    size.add_argument("--full", action="store_true", help="the large variant (docs/studies.md: variants and expected times)")
+    size.add_argument("--paper-scale", action="store_true",
+                      help="the paper's own data regime: its users, catalog and days (saqrec_replication, "
+                           "sine_replication, scorecard; docs/studies.md: expected times)")
     st.add_argument("--config", metavar="FILE.toml", help="study config (default: studies/configs/NAME.toml)")
-    st.add_argument("--out", metavar="DIR", help="results directory (default: runs/studies/NAME[-fast|-full])")
+    st.add_argument("--out", metavar="DIR", help="results directory (default: runs/studies/NAME[-fast|-full|-paper_scale])")
     st.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0,1,2 or 0:10 (overrides the config's seeds)")
     st.add_argument("--scenario", metavar="NAME",
                     help="the named world the study's world starts from (its [world] table still overrides it; "

@@ -8,7 +8,7 @@ import pytest
 from conftest import STUDIES
 
 from satbed.cli import main
-from simulator.config import ConfigError
+from simulator.config import ConfigError, SimConfig
 from studies.engine.base import available_studies, get_study, load_config, run_study, study_main
 from studies.engine.sweep import SequentialExecutor
 
@@ -39,6 +39,33 @@ def test_every_study_module_is_runnable():
     done = subprocess.run([sys.executable, "-m", "studies.aa_validity", "--fast", "--print-config",
                            "--set", "replications=3"], capture_output=True, text=True, check=True)
     assert "replications = 3" in done.stdout and "n_users = 250" in done.stdout
+
+
+PAPER_SCALE = {"saqrec_replication": ("saqrec_commercial", 9756, 381150),
+               "sine_replication": ("sine_kuaishou", 37497, 126293)}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SCALE))
+def test_the_paper_scale_variant_is_the_papers_own_regime_at_its_size(name, capsys):
+    """--paper-scale resolves to the paper-regime world with the paper's users, catalog and a week
+    of logs (6 days train, 1 test); the world's own knobs come from the scenario."""
+    from simulator.scenarios import get_scenario
+    scenario, users, items = PAPER_SCALE[name]
+    config = load_config(get_study(name), variant="paper_scale")
+    world = config.world
+    assert (world.users.n_users, world.catalog.n_items) == (users, items)
+    assert world.users.activity_mean == get_scenario(scenario).config().users.activity_mean != SimConfig().users.activity_mean
+    assert (config.log_days, config.test_days) == (7, 1)
+    assert main(["study", name, "--paper-scale", "--print-config"]) == 0
+    assert f"n_users = {users}" in capsys.readouterr().out
+
+
+def test_paper_scale_is_refused_where_a_study_has_none_and_the_scorecard_runs_both():
+    with pytest.raises(ConfigError, match=r"has no \[paper_scale\] table, so it has no paper_scale variant"):
+        load_config(get_study("usm_replication"), variant="paper_scale")
+    parts = load_config(get_study("scorecard"), variant="paper_scale").parts()
+    assert [(study, world, sub.world.users.n_users) for study, world, sub in parts] == [
+        ("saqrec_replication", "saqrec_commercial", 9756), ("sine_replication", "sine_kuaishou", 37497)]
 
 
 @pytest.mark.parametrize(("argv", "fragment"), [
