@@ -1,7 +1,9 @@
 """Where a torch policy trains and scores: the ``device`` parameter of every neural policy.
 
 ``device = "auto"`` (every torch policy's default) is the first CUDA GPU when torch sees one,
-else the CPU; ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` name one. A policy resolves its device once,
+else the CPU, unless the environment variable ``SATBED_DEVICE`` names a device (``cpu`` keeps
+every "auto" policy on the CPU: the test session does so, so the goldens hold on a GPU machine);
+``"cpu"``, ``"cuda"`` and ``"cuda:N"`` name one. A policy resolves its device once,
 in ``fit``; its modules are built on the CPU under the policy's seeded generator and then moved,
 so a model starts from the same weights on every device, and results on the CPU are what they
 were before devices existed (bit for bit). On a GPU, runs are reproducible run to run (the
@@ -25,6 +27,7 @@ from torch import nn
 from policies.params import ParameterError
 
 DEVICE_HELP = '"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"'
+AUTO_ENV = "SATBED_DEVICE"   # what "auto" means when set, e.g. SATBED_DEVICE=cpu (the test session sets it)
 
 
 def cuda_available() -> bool:
@@ -44,6 +47,9 @@ def resolve_device(spec: str | torch.device, owner: str = "policy") -> torch.dev
     if not isinstance(spec, str):
         raise ParameterError(f"{owner}: device={spec!r} must be a string: {DEVICE_HELP}")
     if spec == "auto":
+        forced = os.environ.get(AUTO_ENV, "").strip()
+        if forced and forced != "auto":
+            return resolve_device(forced, f"{owner} ({AUTO_ENV})")
         return torch.device("cuda") if cuda_available() else torch.device("cpu")
     try:
         device = torch.device(spec)

@@ -6,6 +6,12 @@ from simulator.reproducibility import pin_kernels
 
 pin_kernels()
 
+import os  # noqa: E402
+
+# The tests run on the CPU: "auto" policies stay there even on a GPU machine (the goldens are
+# CPU figures); tests marked gpu name "cuda" explicitly. Study workers inherit the variable.
+os.environ["SATBED_DEVICE"] = "cpu"
+
 import pytest  # noqa: E402
 
 from simulator.config import SimConfig  # noqa: E402

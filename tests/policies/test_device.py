@@ -42,11 +42,17 @@ def first_loss(policy) -> float:
 
 def test_auto_is_the_gpu_when_torch_sees_one_and_the_cpu_otherwise(monkeypatch):
     import policies.device as device
+    monkeypatch.delenv("SATBED_DEVICE", raising=False)
     monkeypatch.setattr(device, "cuda_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     monkeypatch.setattr(device, "cuda_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
     assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("SATBED_DEVICE", "cpu")           # the test session's setting: auto stays on the CPU
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setenv("SATBED_DEVICE", "tpu")
+    with pytest.raises(ParameterError, match=r"usm \(SATBED_DEVICE\): device='tpu' is not a device"):
+        resolve_device("auto", "usm")
 
 
 @pytest.mark.parametrize("spec, fragment", [
