@@ -124,18 +124,24 @@ def deterministic_on(device: torch.device) -> Iterator[None]:
     """Deterministic kernels while training on a GPU: ``torch.use_deterministic_algorithms`` (an
     embedding's backward pass otherwise adds with atomics, in a different order each run) and
     cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, which that mode requires; set here
-    unless the user set it). Both are restored on exit; on the CPU this does nothing (its
-    kernels already are deterministic at a fixed thread count)."""
+    unless the user set it). All of it is restored on exit; on the CPU this does nothing (its
+    kernels already are deterministic at a fixed thread count). cuBLAS reads its workspace size
+    when a process first uses it: a process that ran cuBLAS before its first GPU fit should set
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` itself, at start."""
     if device.type != "cuda":
         yield
         return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    before = torch.are_deterministic_algorithms_enabled()
+    set_env = "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    if set_env:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if set_env:
+            del os.environ["CUBLAS_WORKSPACE_CONFIG"]

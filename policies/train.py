@@ -102,6 +102,15 @@ def torch_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2 ** 63 - 1))
 
 
+def seed_generators(seed: int, device: torch.device) -> None:
+    """Seed the CPU's generator and, on a GPU, that GPU's: the ones that ``fork_rng`` saved (not
+    ``torch.manual_seed``, which reseeds every GPU of the process and would leak out)."""
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
 def build_module(factory: Callable[[], M], rng: np.random.Generator,
                  device: torch.device | str = "cpu") -> M:
     """``factory()`` with torch's default generator seeded from ``rng`` inside ``fork_rng``:
@@ -109,7 +118,7 @@ def build_module(factory: Callable[[], M], rng: np.random.Generator,
     is built on the CPU and then moved to ``device``, so it starts from the same weights on every
     device."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed(rng))
+        torch.random.default_generator.manual_seed(torch_seed(rng))   # the CPU's only: no GPU's is touched
         module = factory()
     device = torch.device(device)
     return module if device.type == "cpu" else module.to(device)
@@ -165,7 +174,7 @@ def train_model(model: nn.Module, make_epoch: Callable[[np.random.Generator], An
     history: list[EpochRecord] = []
     device = module_device(model)
     with torch.random.fork_rng(devices=fork_devices(device)), deterministic_on(device):
-        torch.manual_seed(torch_seed(rng))          # seeds the CPU's and every GPU's generator
+        seed_generators(torch_seed(rng), device)
         model.eval()
         with torch.no_grad():
             best_metric = float(evaluate(model)) if evaluate is not None else math.nan

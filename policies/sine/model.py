@@ -242,7 +242,7 @@ def prototype_dcor(z: torch.Tensor) -> torch.Tensor:
     K = z.shape[0]
     if K < 2:
         return z.sum() * 0.0
-    i, j = torch.triu_indices(K, K, offset=1)
+    i, j = torch.triu_indices(K, K, offset=1, device=z.device)
     return distance_correlation(z)[i, j].mean()
 
 

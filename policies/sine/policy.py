@@ -284,9 +284,13 @@ class SINE:
         cands = to_model_ids(np.concatenate([valid.items[:, None], negs], axis=1))   # (n, 1 + M)
         tok_t, cands_t = torch.from_numpy(tokens), torch.from_numpy(cands)
 
+        on: dict = {}                                                      # the validation set, per device
+
         def evaluate(model: SINEModel) -> float:
             device = module_device(model)
-            tok, cand = tok_t.to(device), cands_t.to(device)
+            if device not in on:                                           # moved once, not every epoch
+                on[device] = tok_t.to(device), cands_t.to(device)
+            tok, cand = on[device]
             s = torch.cat([model.score_last(tok[i:i + 1024], cand[i:i + 1024])
                            for i in range(0, len(tok_t), 1024)])               # (n, 1 + M)
             if metric == "gauc":
