@@ -266,7 +266,7 @@ class MainJob:
     policies: list[PolicyTimes]
     impressions: dict[str, int]    # logged rows per bucket directory (pre-period under its names)
     exp_impressions: int           # logged rows of the experiment days
-    rss_kib: dict[str, int]        # peak RSS of the child (RUSAGE_SELF) at phase boundaries
+    rss_kib: dict[str, int]        # peak RSS of the child (its own, instrumentation.peak_kib) at phase boundaries
 
 
 def _child_main_job(config: ExperimentConfig, run_dir: str) -> MainJob:
@@ -558,7 +558,7 @@ def print_memory(job: MainJob, base_kib: int, peak_kib_: int) -> float:
           f"{base_kib / KiB_PER_MiB:.0f} MiB = {extra:.0f} MiB ({rows:,} impressions logged)")
     print("    method: each in a fresh 'spawn' child process, peak read with "
           "getrusage(RUSAGE_CHILDREN).ru_maxrss after joining it (baseline child first)")
-    print("    where the peak is (main-job child, RUSAGE_SELF peak so far): " + ", ".join(
+    print("    where the peak is (main-job child, its own peak so far): " + ", ".join(
         f"{v / KiB_PER_MiB:.0f} MiB at {k}" for k, v in job.rss_kib.items()))
     return extra
 

@@ -52,7 +52,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from scipy.special import expit
 
-from instrumentation import InstrumentedPlatform, TimedLogWriter, in_child, print_lines, print_table
+from instrumentation import InstrumentedPlatform, TimedLogWriter, in_child, peak_kib, print_lines, print_table
 from policies import make_policy
 from simulator.config import SimConfig
 from simulator.features import FeatureStore, ItemAttributes
@@ -201,7 +201,7 @@ def run_phases(config: SimConfig, run_dir: Path, profiler: cProfile.Profile | No
     if profiler is not None:
         profiler.disable()
     t3 = clock()
-    rss_run = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_run = peak_kib()
     logs = read_impressions(run_dir / "logs")
     t4 = clock()
     summarize(logs, n_users=world.users.n_users)
@@ -211,7 +211,7 @@ def run_phases(config: SimConfig, run_dir: Path, profiler: cProfile.Profile | No
                   serve=platform.serve_seconds + platform.consume_seconds, consume=platform.consume_seconds, read=t4 - t3,
                   summary=t5 - t4, impressions=len(logs), serve_calls=platform.serve_calls,
                   requests=platform.serve_requests, rss_after_run_kib=rss_run,
-                  rss_after_read_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                  rss_after_read_kib=peak_kib())
 
 
 def _child_phases(config: SimConfig, run_dir: str) -> Phases:
@@ -449,29 +449,16 @@ class ScaleRow:
         return (self.peak_kib - self.base_kib) / 1024 / max(self.impressions / 1e6, 1e-9)
 
 
-def own_peak_kib() -> int:
-    """This process's own peak RSS in KiB: ``VmHWM`` of ``/proc/self/status``, the high-water mark
-    of its address space. Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux keeps that across
-    ``execve``, so a spawned child would report its parent's peak when the parent's is larger."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def _child_peak() -> int:
     """Runs in a fresh child: its own peak RSS after the imports only."""
-    return own_peak_kib()
+    return peak_kib()
 
 
 def _child_simulate_peak(config: SimConfig, run_dir: str) -> tuple[EndToEnd, int]:
     """Runs in a fresh child: ``simulate()`` end to end, and the child's own peak RSS (each row of a
     scaling table is then its own peak, not the largest of all children so far)."""
     result = _child_simulate(config, run_dir)
-    return result, own_peak_kib()
+    return result, peak_kib()
 
 
 def scale_rows(configs: list[tuple[str, SimConfig]], tmp: Path) -> list[ScaleRow]:
@@ -578,7 +565,7 @@ def print_disk_and_memory(e2e: EndToEnd, ph: Phases, base_kib: int, peak_kib: in
           f"= {extra_kib / 1024:.0f} MiB = {per_million:.0f} MiB per million impressions")
     print("    method: each in a fresh 'spawn' child process, peak read with "
           "getrusage(RUSAGE_CHILDREN).ru_maxrss after joining it (baseline child first)")
-    print(f"    where the peak is (phase child, RUSAGE_SELF): {ph.rss_after_run_kib / 1024:.0f} MiB by the end of "
+    print(f"    where the peak is (phase child, its own peak so far): {ph.rss_after_run_kib / 1024:.0f} MiB by the end of "
           f"Platform.run, {ph.rss_after_read_kib / 1024:.0f} MiB after read_impressions, summarize and plot")
     return per_row, per_million
 

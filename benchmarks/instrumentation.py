@@ -15,6 +15,7 @@ import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from simulator.logs import LogWriter
 from simulator.platform import Platform
@@ -24,7 +25,16 @@ KiB_PER_MiB = 1024
 
 # ----------------------------------------------------------------------------- child processes
 def peak_kib() -> int:
-    """This process's peak RSS so far, in KiB (Linux ``ru_maxrss``)."""
+    """This process's own peak RSS so far, in KiB: ``VmHWM`` of ``/proc/self/status``, the
+    high-water mark of its address space. Not ``getrusage(RUSAGE_SELF).ru_maxrss`` (the fallback
+    off Linux): Linux keeps that across ``execve``, so a spawned child would report its parent's
+    peak when the parent's is larger."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 

@@ -44,21 +44,15 @@ def resolve_device(spec: str | torch.device, owner: str = "policy") -> torch.dev
     """
     if isinstance(spec, torch.device):
         spec = str(spec)
-    if not isinstance(spec, str):
-        raise ParameterError(f"{owner}: device={spec!r} must be a string: {DEVICE_HELP}")
+    check_device_spec(spec, owner)
     if spec == "auto":
         forced = os.environ.get(AUTO_ENV, "").strip()
         if forced and forced != "auto":
             return resolve_device(forced, f"{owner} ({AUTO_ENV})")
         return torch.device("cuda") if cuda_available() else torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ParameterError(f"{owner}: device={spec!r} is not a device: {DEVICE_HELP}") from None
+    device = torch.device(spec)
     if device.type == "cpu":
         return device
-    if device.type != "cuda":
-        raise ParameterError(f"{owner}: device={spec!r} is not supported: {DEVICE_HELP}")
     if not cuda_available():
         raise ParameterError(f"{owner}: device={spec!r} but torch sees no CUDA GPU on this machine "
                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); "

@@ -245,7 +245,7 @@ class SASRec:
         model = build_module(lambda: SequenceEncoder(encoder_config, side_t), rng, device)
         vrows = mixed.rows_of(valid.users)
         held = mixed.offsets[vrows] + kept[vrows]                          # each user's held-out click: after rest
-        evaluate = self._validation(mixed, before, held, n_items, exclude, rng)
+        evaluate = self._validation(mixed, before, held, n_items, exclude, rng, device)
         result = train_model(model, lambda r: self._examples(windows, n_items, exclude, r),
                              self._loss, evaluate, train_config, rng)
         self.model_, self.n_items_, self.mixed_, self.before_ = model, n_items, mixed, before
@@ -355,7 +355,7 @@ class SASRec:
         return total / mask.sum().clamp(min=1.0)
 
     def _validation(self, mixed: Sequences, before: np.ndarray, held: np.ndarray, n_items: int,
-                    exclude: np.ndarray, rng: np.random.Generator):
+                    exclude: np.ndarray, rng: np.random.Generator, device: torch.device):
         """A closure computing the validation metric: each held-out click (``held``: indices into
         page-ordered ``mixed``, one per user) scored from the clicks of the pages before its page,
         against ``eval_negatives`` distinct sampled negatives (drawn once per fit). Users with no
@@ -369,7 +369,6 @@ class SASRec:
         negs = sample_negatives(rng, users, self.eval_negatives, n_items=n_items,
                                 exclude=exclude, distinct=True)
         cands = to_model_ids(np.concatenate([items[:, None], negs], axis=1))       # (n, 1 + K)
-        device = resolve_device(self.device, self.name)
         hist_t, cands_t = to_device(hist, device), to_device(cands, device)
         use_ndcg = self.metric.startswith("ndcg")
 

@@ -118,7 +118,7 @@ def build_module(factory: Callable[[], M], rng: np.random.Generator,
     is built on the CPU and then moved to ``device``, so it starts from the same weights on every
     device."""
     with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(torch_seed(rng))   # the CPU's only: no GPU's is touched
+        seed_generators(torch_seed(rng), torch.device("cpu"))          # the CPU's only: no GPU's is touched
         module = factory()
     device = torch.device(device)
     return module if device.type == "cpu" else module.to(device)

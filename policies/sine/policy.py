@@ -16,7 +16,7 @@ import torch
 from policies.base import check_fitted, check_ids, register_policy, resolve_update_epochs
 from policies.data import (check_observable, item_side, n_items_of, pad, positive_keys, request_times,
                            sample_negatives, to_model_ids)
-from policies.device import check_device_spec, module_device, resolve_device, to_device, to_host
+from policies.device import check_device_spec, resolve_device, to_device, to_host
 from policies.encoders import EncoderConfig
 from policies.params import ParameterError, nested
 from policies.sine.model import SINEConfig, SINEModel, bpr, prototype_dcor
@@ -140,7 +140,7 @@ class SINE:
         side_t = torch.from_numpy(np.stack(side)) if side else None
         device = resolve_device(self.device, self.name)
         model = build_module(lambda: SINEModel(enc, cfg, side_t), rng, device)
-        evaluate = self._validation(valid, n_items, exclude, rng) if len(valid) else None
+        evaluate = self._validation(valid, n_items, exclude, rng, device) if len(valid) else None
         result = train_model(model, lambda r: self._examples(windows, n_items, exclude, r), self._loss,
                              evaluate, self._train_config(self.train.max_epochs, self.train.patience), rng)
         self.model_, self.n_items_, self.mixed_, self.device_ = model, n_items, mixed, device
@@ -257,7 +257,8 @@ class SINE:
 
     # -- early stopping --------------------------------------------------------------------
 
-    def _validation(self, valid: Validation, n_items: int, exclude: np.ndarray, rng: np.random.Generator):
+    def _validation(self, valid: Validation, n_items: int, exclude: np.ndarray, rng: np.random.Generator,
+                    device: torch.device):
         """A function of the model computing the validation metric (``train.metric``), each
         held-out click scored after the history its tail's first page was ranked with
         (negatives drawn once per fit)."""
@@ -282,17 +283,11 @@ class SINE:
             negs = sample_negatives(rng, valid.users, self.train.eval_negatives, n_items=n_items,
                                     exclude=exclude, distinct=True)        # (n, M)
         cands = to_model_ids(np.concatenate([valid.items[:, None], negs], axis=1))   # (n, 1 + M)
-        tok_t, cands_t = torch.from_numpy(tokens), torch.from_numpy(cands)
-
-        on: dict = {}                                                      # the validation set, per device
+        tok, cand = to_device(tokens, device), to_device(cands, device)     # moved once per fit
 
         def evaluate(model: SINEModel) -> float:
-            device = module_device(model)
-            if device not in on:                                           # moved once, not every epoch
-                on[device] = tok_t.to(device), cands_t.to(device)
-            tok, cand = on[device]
             s = torch.cat([model.score_last(tok[i:i + 1024], cand[i:i + 1024])
-                           for i in range(0, len(tok_t), 1024)])               # (n, 1 + M)
+                           for i in range(0, len(tok), 1024)])                 # (n, 1 + M)
             if metric == "gauc":
                 return skip_gauc(s, cand > 0)
             hr, ndcg = sampled_metrics(s, k=10)
